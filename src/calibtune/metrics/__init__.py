@@ -1,0 +1,26 @@
+"""Calibration metrics: pure functions over numpy arrays or torch tensors, floats and dataclasses out.
+
+Inputs are ``(N, K)`` class probabilities with integer labels, or ``(N,)`` confidences with 0/1
+correctness (equivalently binary P(y=1) with labels).
+"""
+
+from .bootstrap import bootstrap_ci
+from .calibration import (
+    PRESETS,
+    ReliabilityBins,
+    calibration_error,
+    classwise_calibration_error,
+    decimal_edges,
+    equal_mass_edges,
+    reliability_bins,
+)
+from .scores import accuracy, aurc, auroc, brier_score, nll, risk_coverage_curve, selective_accuracy
+from .smooth import smooth_ece, smooth_ece_at
+from .summary import CONTRACT_KEYS, pad_probabilities, summarize
+
+__all__ = [
+    "CONTRACT_KEYS", "PRESETS", "ReliabilityBins", "accuracy", "aurc", "auroc", "bootstrap_ci", "brier_score",
+    "calibration_error", "classwise_calibration_error", "decimal_edges", "equal_mass_edges", "nll",
+    "pad_probabilities", "reliability_bins", "risk_coverage_curve", "selective_accuracy", "smooth_ece",
+    "smooth_ece_at", "summarize",
+]

@@ -1,0 +1,96 @@
+"""The full metric battery in one call: the dictionary behind ``calibtune metrics`` JSON output.
+
+The keys are a public contract read by other tools: ``n``, ``accuracy``, ``ece``, ``mce``,
+``rmsce``, ``ace``, ``classwise_ece`` (only when class probabilities are given), ``smece``,
+``brier``, ``nll``, ``auroc``, and ``<key>_ci = [lo, hi]`` when bootstrapped. Extra keys:
+``aurc``, ``selective_accuracy_10``, ``calibration_error`` (under the chosen ``norm``), the binning
+convention and the reliability ``bins`` table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from .bootstrap import bootstrap_ci
+from .calibration import PRESETS, calibration_error, classwise_calibration_error, reliability_bins
+from .scores import accuracy, auroc, aurc, brier_score, nll, selective_accuracy
+from .smooth import smooth_ece
+
+CONTRACT_KEYS = ("n", "accuracy", "ece", "mce", "rmsce", "ace", "classwise_ece", "smece", "brier", "nll", "auroc")
+
+
+def pad_probabilities(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack rows with different numbers of options: zeros where an item has no option, and a mask."""
+    k = max(len(r) for r in rows)
+    probs = np.zeros((len(rows), k), dtype=np.float64)
+    mask = np.zeros((len(rows), k), dtype=bool)
+    for i, r in enumerate(rows):
+        probs[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return probs, mask
+
+
+def _clean(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def summarize(
+    preds: Any,
+    target: Any,
+    *,
+    n_bins: int | None = None,
+    binning: str | None = None,
+    norm: str = "l1",
+    edge: str = "right",
+    preset: str | None = None,
+    mask: np.ndarray | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every metric for ``(N, K)`` probabilities with labels or ``(N,)`` confidences with correctness.
+
+    The binning arguments apply to ``ece``/``mce``/``rmsce``; ``ace`` is the equal-mass ECE with the
+    same number of bins; ``classwise_ece`` follows the CFT definition with the same bins and edge rule.
+    NaN (e.g. AUROC when every answer is right) is reported as ``None``.
+    """
+    preds = np.asarray(preds, dtype=np.float64)
+    target = np.asarray(target)
+    nb = PRESETS["calibtune" if preset is None else preset].n_bins if n_bins is None else n_bins
+    binned = partial(calibration_error, n_bins=nb, binning=binning, edge=edge, preset=preset)
+    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "accuracy": accuracy,
+        "ece": partial(binned, norm="l1"),
+        "mce": partial(binned, norm="max"),
+        "rmsce": partial(binned, norm="l2"),
+        "ace": partial(calibration_error, n_bins=nb, binning="mass", edge=edge),
+        "smece": smooth_ece,
+        "brier": brier_score,
+        "nll": nll,
+        "auroc": auroc,
+        "aurc": aurc,
+        "selective_accuracy_10": partial(selective_accuracy, coverage=0.1),
+    }
+    if preds.ndim == 2:
+        def classwise(p: np.ndarray, t: np.ndarray, m: np.ndarray | None = None) -> float:
+            return classwise_calibration_error(p, t, n_bins=nb, edge=edge, mask=m)
+        metrics["classwise_ece"] = classwise
+    out: dict[str, Any] = {"n": int(len(preds))}
+    for key, fn in metrics.items():
+        if key == "classwise_ece" and mask is not None:
+            out[key] = _clean(fn(preds, target, mask))
+        else:
+            out[key] = _clean(fn(preds, target))
+    out["calibration_error"] = out[{"l1": "ece", "l2": "rmsce", "max": "mce"}[norm]]
+    out.update({"norm": norm, "n_bins": nb, "binning": binning or PRESETS["calibtune" if preset is None else preset].binning,
+                "edge": edge, "preset": preset or "calibtune"})
+    out["bins"] = reliability_bins(preds, target, n_bins=nb, binning=binning, edge=edge, preset=preset).to_dict()
+    if bootstrap:
+        for key, fn in metrics.items():
+            arrays = (preds, target, mask) if key == "classwise_ece" and mask is not None else (preds, target)
+            out[f"{key}_ci"] = [_clean(v) for v in bootstrap_ci(fn, *arrays, n_resamples=bootstrap, seed=seed)]
+    return out
