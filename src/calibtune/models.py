@@ -164,6 +164,8 @@ def gguf_to_cache(gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLik
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _CACHE_MARKER).write_text(json.dumps({"source": str(gguf), "size": gguf.stat().st_size}))
+        if target.exists() and not (target / _CACHE_MARKER).is_file():
+            shutil.rmtree(target)  # not from a finished build (those are renamed in with their marker)
         try:
             os.rename(tmp, target)
         except OSError:
