@@ -133,6 +133,19 @@ def _preset(name: str | None) -> Preset:
     return PRESETS[key]
 
 
+def convention(preset: str | None, n_bins: int | None, binning: str | None, edge: str) -> tuple[int, str, str]:
+    """The effective ``(n_bins, binning, edge)``: the preset's defaults and fixed rules applied, validated."""
+    p = _preset(preset)
+    n_bins = p.n_bins if n_bins is None else n_bins
+    if p.name != "calibtune":
+        if binning not in (None, p.binning):
+            raise ValueError(f"preset={p.name!r} fixes binning={p.binning!r}; drop `binning` or the preset.")
+        edge = "left" if p.name in ("torchmetrics", "netcal", "relplot") else "right"
+    binning = p.binning if binning is None else binning
+    _check_args(n_bins, binning, edge)
+    return n_bins, binning, edge
+
+
 def decimal_edges(n_bins: int) -> np.ndarray:
     """Edges ``i / n_bins`` as correctly rounded doubles (``3/5`` is the double written ``0.6``)."""
     return np.array([i / n_bins for i in range(n_bins + 1)], dtype=np.float64)
@@ -234,13 +247,7 @@ def reliability_bins(
         0.29
     """
     p = _preset(preset)
-    n_bins = p.n_bins if n_bins is None else n_bins
-    if p.name != "calibtune":
-        if binning not in (None, p.binning):
-            raise ValueError(f"preset={p.name!r} fixes binning={p.binning!r}; drop `binning` or the preset.")
-        edge = "left" if p.name in ("torchmetrics", "netcal", "relplot") else "right"
-    binning = p.binning if binning is None else binning
-    _check_args(n_bins, binning, edge)
+    n_bins, binning, edge = convention(preset, n_bins, binning, edge)
     if p.name == "netcal":
         arr = to_numpy(preds)
         check_probabilities(arr)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .bootstrap import bootstrap_ci
-from .calibration import PRESETS, calibration_error, classwise_calibration_error, reliability_bins
+from .calibration import calibration_error, convention, classwise_calibration_error, reliability_bins
 from .scores import accuracy, auroc, aurc, brier_score, nll, selective_accuracy
 from .smooth import smooth_ece
 
@@ -60,7 +60,7 @@ def summarize(
     """
     preds = np.asarray(preds, dtype=np.float64)
     target = np.asarray(target)
-    nb = PRESETS["calibtune" if preset is None else preset].n_bins if n_bins is None else n_bins
+    nb, eff_binning, eff_edge = convention(preset, n_bins, binning, edge)
     binned = partial(calibration_error, n_bins=nb, binning=binning, edge=edge, preset=preset)
     metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
         "accuracy": accuracy,
@@ -86,8 +86,7 @@ def summarize(
         else:
             out[key] = _clean(fn(preds, target))
     out["calibration_error"] = out[{"l1": "ece", "l2": "rmsce", "max": "mce"}[norm]]
-    out.update({"norm": norm, "n_bins": nb, "binning": binning or PRESETS["calibtune" if preset is None else preset].binning,
-                "edge": edge, "preset": preset or "calibtune"})
+    out.update({"norm": norm, "n_bins": nb, "binning": eff_binning, "edge": eff_edge, "preset": preset or "calibtune"})
     out["bins"] = reliability_bins(preds, target, n_bins=nb, binning=binning, edge=edge, preset=preset).to_dict()
     if bootstrap:
         for key, fn in metrics.items():

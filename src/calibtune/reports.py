@@ -1,0 +1,102 @@
+"""Figures and tables from metrics: reliability diagrams (PNG/SVG) and Markdown tables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .metrics import ReliabilityBins  # noqa: E402
+from .predictions import atomic_write  # noqa: E402
+
+
+def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_top=None, ax_bottom=None):
+    """Draw accuracy bars per bin, the gap to the diagonal, and a count histogram below."""
+    if ax_top is None:
+        fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
+                                                gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        fig = ax_top.figure
+    width = bins.upper - bins.lower
+    # The phantom 1.0 bin of some presets has zero width: draw it as a thin bar at 1.0.
+    width = [w if w > 0 else 0.01 for w in width]
+    centers = [lo + w / 2 for lo, w in zip(bins.lower, width)]
+    nonempty = bins.count > 0
+    ax_top.bar([c for c, k in zip(centers, nonempty) if k], bins.accuracy[nonempty],
+               width=[w for w, k in zip(width, nonempty) if k], color="#4c72b0", edgecolor="white",
+               label="accuracy")
+    ax_top.bar([c for c, k in zip(centers, nonempty) if k], (bins.confidence - bins.accuracy)[nonempty],
+               bottom=bins.accuracy[nonempty], width=[w for w, k in zip(width, nonempty) if k],
+               color="#dd8452", alpha=0.45, edgecolor="#c44e52", hatch="//", label="gap to confidence")
+    ax_top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax_top.set_xlim(0, 1)
+    ax_top.set_ylim(0, 1)
+    ax_top.set_ylabel("accuracy")
+    ax_top.set_title(title)
+    handles, labels = ax_top.get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], linestyle=""))
+    labels.append(f"ECE = {ece:.4f} (n = {bins.n})")
+    ax_top.legend(handles, labels, loc="upper left", fontsize=8)
+    ax_bottom.bar(centers, bins.count, width=width, color="#8c8c8c", edgecolor="white")
+    ax_bottom.set_xlabel("confidence")
+    ax_bottom.set_ylabel("count")
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike[str]) -> list[Path]:
+    """Save ``fig`` atomically to ``path`` and, beside it, the other of PNG/SVG."""
+    p = Path(path)
+    stem = p.with_suffix("")
+    out = []
+    for suffix in (".png", ".svg"):
+        target = stem.with_suffix(suffix)
+        with atomic_write(target, "wb") as fh:
+            fig.savefig(fh, format=suffix[1:], dpi=130, bbox_inches="tight")
+        out.append(target)
+    plt.close(fig)
+    return out
+
+
+def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike[str], *, ece: float, title: str = "") -> list[Path]:
+    """Write a reliability diagram to ``path`` (PNG) and the same stem as SVG."""
+    return save_figure(plot_reliability(bins, ece=ece, title=title), path)
+
+
+def reliability_grid(panels: Sequence[tuple[str, ReliabilityBins, float]], path: str | os.PathLike[str]) -> list[Path]:
+    """One reliability diagram per (title, bins, ece) side by side."""
+    n = len(panels)
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 5.6), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]})
+    for i, (title, bins, ece) in enumerate(panels):
+        plot_reliability(bins, ece=ece, title=title, ax_top=axes[0, i], ax_bottom=axes[1, i])
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub Markdown table of ``columns`` from ``rows``; intervals shown when ``<key>_ci`` exists."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for c in columns:
+            ci = r.get(f"{c}_ci")
+            cell = _fmt(r.get(c))
+            if ci and None not in ci:
+                cell += f" [{ci[0]:.4f}, {ci[1]:.4f}]"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
