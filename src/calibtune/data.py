@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import functools
 import io
 import itertools
 import json
@@ -315,7 +316,7 @@ def _load_mmlu(root: Path, split: str, subsets: tuple[str, ...] | None) -> Itera
         yield from _parsed(_table_records(root / src, src, delimiter=",", columns=columns), parse)
 
 
-def _choices_item(row: _Row, rec: Any, *, source: str, split: str) -> MCItem:
+def _choices_item(row: _Row, rec: Any, *, source: str) -> MCItem:
     """ARC / CommonsenseQA schema: question.stem, question.choices[{label,text}], answerKey."""
     question = _get(row, rec, "question")
     choices = _get(row, question, "choices") if isinstance(question, Mapping) else None
@@ -343,16 +344,14 @@ def _arc(level: str) -> _Loader:
     def load(root: Path, split: str, subsets: tuple[str, ...] | None) -> Iterator[_Parsed]:
         """ARC JSONL (retrieved ``para`` fields are dropped: closed-book evaluation)."""
         src = f"arc/arc_{level}/official/{split}.jsonl"
-        parse = lambda row, rec: _choices_item(row, rec, source=f"arc-{level}", split=split)  # noqa: E731
-        return _parsed(_jsonl_records(root / src, src), parse)
+        return _parsed(_jsonl_records(root / src, src), functools.partial(_choices_item, source=f"arc-{level}"))
 
     return load
 
 
 def _load_commonsenseqa(root: Path, split: str, subsets: tuple[str, ...] | None) -> Iterator[_Parsed]:
     src = f"commonsenseqa/{split}_rand_split.jsonl"
-    parse = lambda row, rec: _choices_item(row, rec, source="commonsenseqa", split=split)  # noqa: E731
-    return _parsed(_jsonl_records(root / src, src), parse)
+    return _parsed(_jsonl_records(root / src, src), functools.partial(_choices_item, source="commonsenseqa"))
 
 
 def _split_labelled(row: _Row, text: str, labels: str, field: str) -> list[tuple[str, str]]:
@@ -450,10 +449,11 @@ def _load_pubmedqa(root: Path, split: str, subsets: tuple[str, ...] | None) -> I
     def records() -> Iterator[tuple[_Row, Any]]:
         for index, pmid in enumerate(pmids):
             row = _Row(src, None, index, field_prefix=f"{pmid}.")
-            yield row, (row.error(None, "PMID of test_ground_truth.json not in ori_pqal.json") if pmid not in data else data[pmid])
+            missing = row.error(None, f"PMID {pmid} of {truth_src} is missing")
+            yield row, (pmid, data[pmid]) if pmid in data else missing
 
-    def parse(row: _Row, rec: Any) -> MCItem:
-        pmid = row.field_prefix[:-1]
+    def parse(row: _Row, pmid_rec: tuple[str, Any]) -> MCItem:
+        pmid, rec = pmid_rec
         decision = _get(row, rec, "final_decision")
         if split == "test" and truth[pmid] != decision:
             raise row.error("final_decision", f"{decision!r} disagrees with test_ground_truth.json ({truth[pmid]!r})")
@@ -514,7 +514,8 @@ def _load_logiqa(root: Path, split: str, subsets: tuple[str, ...] | None) -> Ite
         first = row.line or 1
         at = lambda k: replace(row, line=first + k)  # noqa: E731  (row positioned at block line k)
         if len(block) < 8:
-            raise at(len(block)).error(_LOGIQA_LINES[len(block)], f"missing (incomplete block: {len(block)} of 8 lines)")
+            what = f"missing (incomplete block: {len(block)} of 8 lines)"
+            raise at(len(block)).error(_LOGIQA_LINES[len(block)], what)
         if block[0].strip():
             raise at(0).error(None, f"expected a blank separator line, got {block[0][:40]!r}")
         pairs = _logiqa_options(at(4), block[4:8])
@@ -556,7 +557,8 @@ def _load_piqa(root: Path, split: str, subsets: tuple[str, ...] | None) -> Itera
     if labels and not labels[-1].strip():
         labels.pop()
     if len(labels) != len(records):
-        raise DataError(f"{len(labels)} labels for {len(records)} questions in {src} (files must be line-aligned)", path=labels_src)
+        what = f"{len(labels)} labels for {len(records)} questions in {src} (files must be line-aligned)"
+        raise DataError(what, path=labels_src)
 
     def parse(row: _Row, rec: Any) -> MCItem:
         label_row = _Row(labels_src, row.index + 1, row.index)
@@ -629,8 +631,11 @@ def _load_winogrande(root: Path, split: str, subsets: tuple[str, ...] | None) ->
         question, fillers = _winogrande_blank(row, opts[0], opts[1], _get(row, rec, "continuation"))
         gold = _gold_int(row, _get(row, rec, "gold"), 2, "gold")
         if labels[row.index] != str(gold + 1):
-            raise row.error("gold", f"{gold} disagrees with {labels_src} line {row.index + 1} ({labels[row.index]!r}, 1-based)")
-        return MCItem(id=f"winogrande:{split}:{row.index}", question=question, options=fillers, gold=gold, source="winogrande")
+            what = f"{gold} disagrees with {labels_src} line {row.index + 1} ({labels[row.index]!r}, 1-based)"
+            raise row.error("gold", what)
+        return MCItem(
+            id=f"winogrande:{split}:{row.index}", question=question, options=fillers, gold=gold, source="winogrande"
+        )
 
     return _parsed(records, parse)
 
@@ -763,7 +768,7 @@ DATASETS: dict[str, DatasetInfo] = {
     )
 }
 _ALIASES = {"obqa": "openbookqa", "csqa": "commonsenseqa", "nq": "nq-open"}
-_SPLIT_ALIASES = {"val": "dev", "dev": "val", "validation": "val", "valid": "val"}
+_SPLIT_ALIASES = {"val": ("dev",), "dev": ("val",), "validation": ("val", "dev"), "valid": ("val", "dev")}
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -773,7 +778,8 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
         raise DataError(f"no data directory: pass data_dir=... or set {ENV_VAR}=/path/to/shared/data")
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise DataError(f"data directory {str(path)!r} does not exist (from {'data_dir' if explicit is not None else ENV_VAR})")
+        origin = "data_dir" if explicit is not None else ENV_VAR
+        raise DataError(f"data directory {str(path)!r} (from {origin}) does not exist")
     return path
 
 
@@ -791,13 +797,15 @@ def _resolve(spec: str) -> tuple[DatasetInfo, tuple[str, ...] | None, str]:
     key = base.strip().lower().replace("_", "-")
     info = DATASETS.get(_ALIASES.get(key, key))
     if info is None:
-        raise DataError(f"unknown data set {base!r} in spec {spec!r}; valid: {_valid_names()} (or a file path, or hf:OWNER/NAME)")
+        raise DataError(
+            f"unknown data set {base!r} in spec {spec!r}; valid: {_valid_names()} (or a file path, or hf:OWNER/NAME)"
+        )
     split = split.strip().lower() or info.default_split
     if split in info.unavailable:
         raise DataError(info.unavailable[split])
     if split not in info.splits:
-        alias = _SPLIT_ALIASES.get(split)
-        if alias not in info.splits:
+        alias = next((a for a in _SPLIT_ALIASES.get(split, ()) if a in info.splits), None)
+        if alias is None:
             raise DataError(f"{info.name} has no split {split!r}; valid: {', '.join(info.splits)}")
         split = alias
     subsets = None
@@ -814,7 +822,8 @@ def _check_subsets(info: DatasetInfo, root: Path, split: str, subsets: tuple[str
     valid = info.subsets(root, split)
     bad = [s for s in subsets if s not in valid]
     if bad:
-        raise DataError(f"unknown {info.name} subset(s) {', '.join(bad)} for split {split!r}; valid: {', '.join(valid)}")
+        what = f"unknown {info.name} subset(s) {', '.join(bad)} for split {split!r}; valid: {', '.join(valid)}"
+        raise DataError(what)
 
 
 def _canonical(info: DatasetInfo, subsets: tuple[str, ...] | None, split: str) -> str:
@@ -851,8 +860,15 @@ def _generic_item(row: _Row, rec: Any, fields: Mapping[str, str], source: str, s
     """One generic record (JSON object or CSV row) -> MCItem, or OpenItem when it has answers but no options."""
     if not isinstance(rec, Mapping):
         raise row.error(None, f"expected an object, got {type(rec).__name__}")
-    col = lambda name: fields.get(name, name)  # noqa: E731  (our field name -> file column)
-    optional = lambda name: _text(row, rec[col(name)], col(name)) if rec.get(col(name)) not in (None, "") else None  # noqa: E731
+
+    def col(name: str) -> str:
+        """Our field name -> the file's column name."""
+        return fields.get(name, name)
+
+    def optional(name: str) -> str | None:
+        value = rec.get(col(name))
+        return None if value in (None, "") else _text(row, value, col(name))
+
     item_id = optional("id") or f"{stem}:{row.index}"
     question = _text(row, _get(row, rec, col("question")), col("question"))
 
@@ -865,10 +881,11 @@ def _generic_item(row: _Row, rec: Any, fields: Mapping[str, str], source: str, s
     elif "A" in rec and "B" in rec:
         pairs = [(c, rec[c]) for c in itertools.takewhile(lambda c: c in rec, LETTERS)]
     elif col("answers") in rec:
-        return OpenItem(id=item_id, question=question, answers=_answers(row, _list_or_text(rec[col("answers")]), col("answers")),
-                        source=source, subject=optional("subject"))
+        answers = _answers(row, _list_or_text(rec[col("answers")]), col("answers"))
+        return OpenItem(id=item_id, question=question, answers=answers, source=source, subject=optional("subject"))
     else:
-        raise row.error(col("options"), "missing (expected a list column 'options'/'choices', columns A, B, ..., or 'answers')")
+        what = "missing (expected a list column 'options'/'choices', columns A, B, ..., or 'answers')"
+        raise row.error(col("options"), what)
     options = _options(row, pairs, fields.get("options", "options"))
 
     gold_key = fields.get("gold") or next((k for k in _GOLD_DEFAULTS if k in rec), None)
@@ -955,7 +972,8 @@ def _collect(rows: Iterable[_Parsed], skip_invalid: bool) -> tuple[list[Item], i
     for row, value in rows:
         if isinstance(value, (MCItem, OpenItem)) and value.id in seen:
             first = seen[value.id]
-            value = row.error("id", f"duplicate id {value.id!r} (first at {first.src}" + (f", line {first.line})" if first.line else ")"))
+            where = first.src if first.line is None else f"{first.src}, line {first.line}"
+            value = row.error("id", f"duplicate id {value.id!r} (first at {where})")
         if isinstance(value, DataError):
             if not skip_invalid:
                 raise value
