@@ -928,7 +928,7 @@ def _load_file(spec: str, fields: Mapping[str, str]) -> Iterator[_Parsed]:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise DataError(f"unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}", path=src)
-    parse = lambda row, rec: _generic_item(row, rec, fields, path.stem, path.stem)  # noqa: E731
+    parse = functools.partial(_generic_item, fields=fields, source=path.stem, stem=path.stem)
     if suffix == ".jsonl":
         records: Iterable[tuple[_Row, Any]] = _jsonl_records(path, src)
     elif suffix == ".json":
