@@ -65,7 +65,7 @@ def check_target(target: np.ndarray, preds: np.ndarray) -> np.ndarray:
     if target.dtype.kind == "f":
         if not np.all(np.isfinite(target)) or np.any(target != np.round(target)):
             raise ValueError("Expected integer labels in `target`, but got non-integer values.")
-    t = target.astype(np.int64)
+    t = target.astype(np.int64, copy=False)
     upper = preds.shape[1] if preds.ndim == 2 else 2
     bad = np.flatnonzero((t < 0) | (t >= upper))
     if bad.size:
@@ -75,11 +75,14 @@ def check_target(target: np.ndarray, preds: np.ndarray) -> np.ndarray:
 
 
 def confidence_and_correct(preds: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce validated inputs to ``(confidence, correct)``; 2-D probabilities become top-label."""
+    """Reduce validated inputs to ``(confidence, correct)``; 2-D probabilities become top-label.
+
+    ``correct`` is an int64 array of 0/1 (no float copy: at 10^7 rows the copy costs more than the ECE).
+    """
     p = to_numpy(preds)
     check_probabilities(p)
     t = check_target(to_numpy(target), p)
     if p.ndim == 1:
-        return p, t.astype(np.float64)
+        return p, t
     pred = np.argmax(p, axis=1)
-    return p[np.arange(len(p)), pred], (pred == t).astype(np.float64)
+    return p[np.arange(len(p)), pred], (pred == t).astype(np.int64)

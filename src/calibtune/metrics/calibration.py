@@ -174,6 +174,25 @@ def _assign(c: np.ndarray, upper_interior: np.ndarray, edge: str, n: int) -> np.
     return np.minimum(idx, n - 1)
 
 
+def _assign_uniform(c: np.ndarray, edges: np.ndarray, side: str, offset: int) -> np.ndarray:
+    """``searchsorted(edges, c, side) + offset`` for edges that are (close to) ``i / n``, fast.
+
+    ``floor(c * n)`` is already the answer for every value that is not within a hair of an edge;
+    only those few are resolved by an exact comparison against ``edges``. One multiply and a
+    handful of elementwise passes instead of a binary search per value.
+    """
+    n = len(edges) - 1
+    scaled = c * n
+    k = scaled.astype(np.intp)
+    frac = scaled - k
+    tol = 1e-9 if c.dtype == np.float64 else 1e-4
+    near = np.flatnonzero((frac < tol) | (frac > 1 - tol))
+    idx = k + 1 + offset  # strictly between edges, both sides agree
+    if near.size:
+        idx[near] = np.searchsorted(edges, c[near], side=side) + offset
+    return idx
+
+
 def _binned_indices(c: np.ndarray, n_bins: int, binning: str, edge: str, preset: str) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(bin_index, edges)`` for the convention; ``edges`` has one more entry than bins."""
     if preset == "torchmetrics":
@@ -182,24 +201,23 @@ def _binned_indices(c: np.ndarray, n_bins: int, binning: str, edge: str, preset:
         dtype = torch.float32 if c.dtype == np.float32 else torch.float64
         edges = torch.linspace(0, 1, n_bins + 1, dtype=dtype).numpy()
         # torch.bucketize(right=True) - 1: [lo, hi) and 1.0 -> bin n_bins (the extra bin).
-        return np.searchsorted(edges, c, side="right") - 1, np.append(edges, edges[-1])
+        return _assign_uniform(c, edges, "right", -1), np.append(edges, edges[-1])
     if preset == "relplot":
         idx = (c / (1.0 / n_bins)).astype(int)
         edges = np.append(np.arange(n_bins + 1) * (1.0 / n_bins), 1.0)
         return idx, edges
     if preset == "netcal":
         edges = np.linspace(0.0, 1.0, n_bins + 1)  # np.histogramdd: [lo, hi), last bin closed
-        idx = np.searchsorted(edges, c, side="right") - 1
-        return np.minimum(idx, n_bins - 1), edges
+        return np.minimum(_assign_uniform(c, edges, "right", -1), n_bins - 1), edges
     if preset == "sklearn":
         edges = np.linspace(0.0, 1.0, n_bins + 1)
-        return np.searchsorted(edges[1:-1], c, side="left"), edges
+        return np.clip(_assign_uniform(c, edges, "left", -1), 0, n_bins - 1), edges
     if binning == "mass":
         edges = equal_mass_edges(c, n_bins)
-    else:
-        edges = decimal_edges(n_bins)
-    nb = len(edges) - 1
-    return _assign(c, edges[1:-1], edge, nb), edges
+        return _assign(c, edges[1:-1], edge, len(edges) - 1), edges
+    edges = decimal_edges(n_bins)
+    side = "left" if edge == "right" else "right"
+    return np.clip(_assign_uniform(c, edges, side, -1), 0, n_bins - 1), edges
 
 
 def _netcal_reduce(preds: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,16 +228,16 @@ def _netcal_reduce(preds: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, n
     p = np.clip(preds, eps, 1.0 - eps)
     t = check_target(to_numpy(target), preds)
     if p.ndim == 1:
-        return p, t.astype(np.float64)
+        return p, t
     if len(np.unique(t)) <= 2:
         if p.shape[1] > 2:
             raise ValueError(
                 "preset='netcal' reproduces netcal's binary auto-detection: the labels hold <= 2 distinct "
                 "values, so netcal treats the input as binary and raises RuntimeError('Asserted binary "
                 "classification problem but retrieved more than 2 confidence dims.')")
-        return p[:, 1], t.astype(np.float64)
+        return p[:, 1], t
     pred = np.argmax(p, axis=1)
-    return p[np.arange(len(p)), pred], (pred == t).astype(np.float64)
+    return p[np.arange(len(p)), pred], (pred == t).astype(np.int64)
 
 
 def reliability_bins(
@@ -256,9 +274,11 @@ def reliability_bins(
         conf, correct = confidence_and_correct(preds, target)
     idx, edges = _binned_indices(conf, n_bins, binning, edge, p.name)
     nb = len(edges) - 1
-    count = np.bincount(idx, minlength=nb).astype(np.int64)
+    # one integer pass gives both the counts and the number correct per bin
+    pairs = np.bincount(idx * 2 + correct.astype(np.intp, copy=False), minlength=2 * nb).reshape(nb, 2)
+    count = pairs.sum(axis=1).astype(np.int64)
+    sum_acc = pairs[:, 1].astype(np.float64)
     sum_conf = np.bincount(idx, weights=conf, minlength=nb)
-    sum_acc = np.bincount(idx, weights=correct, minlength=nb)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.where(count > 0, sum_conf / np.maximum(count, 1), 0.0)
         mean_acc = np.where(count > 0, sum_acc / np.maximum(count, 1), 0.0)
