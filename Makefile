@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: the embedded SmolLM2-135M-Instruct on 300 real ARC-Easy test questions, both scorings.
 demo: setup
-	$(VENV)/bin/calibtune metrics examples/predictions.jsonl --bootstrap 1000 --plot $(DEMO_OUT)/reliability.png
+	$(VENV)/bin/calibtune eval --model smollm2 --data arc-easy:test --limit 300 --scoring cloze --scoring letter \
+		--bootstrap 1000 --out $(DEMO_OUT) --overwrite
 
 test: setup
 	$(PY) -m pytest -q
