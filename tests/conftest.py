@@ -94,7 +94,8 @@ def tiny(tiny_model_dir):
 
 def _permute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
     """The q/k row permutation llama.cpp's converter applies (transformers undoes it on load)."""
-    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+    rows = weights.shape[0]
+    return weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
 def write_tiny_gguf(path: Path, tokenizer) -> None:
@@ -136,8 +137,9 @@ def write_tiny_gguf(path: Path, tokenizer) -> None:
     }
     for i in range(cfg.num_hidden_layers):
         pre = f"model.layers.{i}."
-        writer.add_tensor(f"blk.{i}.attn_q.weight", _permute_qk(state[pre + "self_attn.q_proj.weight"], cfg.num_attention_heads))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", _permute_qk(state[pre + "self_attn.k_proj.weight"], cfg.num_key_value_heads))
+        q, k = state[pre + "self_attn.q_proj.weight"], state[pre + "self_attn.k_proj.weight"]
+        writer.add_tensor(f"blk.{i}.attn_q.weight", _permute_qk(q, cfg.num_attention_heads))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", _permute_qk(k, cfg.num_key_value_heads))
         for hf, gg in names.items():
             writer.add_tensor(f"blk.{i}.{gg}.weight", state[pre + hf + ".weight"])
     writer.write_header_to_file()

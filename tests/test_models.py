@@ -119,9 +119,8 @@ def test_adapter_loading(tiny_model_dir, tmp_path):
     base, tok = load_model(str(tiny_model_dir))
     base_logits = _logits(base, tok)
     torch.manual_seed(1)
-    lora = get_peft_model(
-        base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
-    )
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    lora = get_peft_model(base, config)
     lora_logits = _logits(lora, tok)
     lora.save_pretrained(tmp_path / "adapter")
 

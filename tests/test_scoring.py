@@ -15,7 +15,7 @@ from calibtune.scoring import (
 )
 
 LETTERS = [" A", " B", " C", " D", " E", " F", " G", " H"]
-WORDS = [" Paris", " Berlin", " Madrid", " Rome", " London", " Lisbon", " Vienna", " Oslo", " cat dog", " blue water fire"]
+WORDS = [" Paris", " Berlin", " Madrid", " Rome", " London", " Lisbon", " Vienna", " Oslo", " cat dog", " blue fire"]
 STEMS = [
     "Question: What is the capital of France?\nAnswer:",
     "Q: red?\nAnswer:",
@@ -152,7 +152,9 @@ def test_cloze_when_prompt_tokens_are_not_a_prefix(tiny):
     np.testing.assert_allclose(score(model, tok, [req], scoring="cloze", progress=False)[0], want, atol=1e-5)
 
 
-@pytest.mark.parametrize("scorer", [LetterScorer(), LetterScorer(full_vocab=True), ClozeScorer(), ClozeScorer(share_prompt=False)])
+@pytest.mark.parametrize(
+    "scorer", [LetterScorer(), LetterScorer(full_vocab=True), ClozeScorer(), ClozeScorer(share_prompt=False)]
+)
 def test_gradients_flow_through_forward(tiny_model_dir, scorer):
     from calibtune.models import load_model
 
@@ -166,6 +168,24 @@ def test_gradients_flow_through_forward(tiny_model_dir, scorer):
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_packed_cloze_under_gradient_checkpointing(tiny_model_dir):
+    """Packing needs no KV cache, so it also works where Trainer turns the cache off."""
+    from calibtune.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    reqs = _requests(WORDS, n=3)
+    scorer = ClozeScorer()
+    batch = scorer.collate(scorer.encode(tok, reqs))
+    with torch.no_grad():
+        plain = scorer.forward(model, batch)
+    model.gradient_checkpointing_enable()
+    model.train()
+    scores = scorer.forward(model, batch)
+    torch.testing.assert_close(scores, plain, atol=1e-5, rtol=0)
+    scores[torch.isfinite(scores)].sum().backward()
+    assert model.get_input_embeddings().weight.grad is not None
 
 
 @pytest.mark.parametrize("scoring", ["letter", "cloze"])

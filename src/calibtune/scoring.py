@@ -82,7 +82,9 @@ class Scorer(Protocol):
     def forward(self, model: PreTrainedModel, batch: dict[str, Tensor]) -> Tensor: ...
 
 
-def _tokenize(tokenizer: PreTrainedTokenizerBase, requests: Sequence[ScoringRequest]) -> list[tuple[list[int], list[list[int]]]]:
+def _tokenize(
+    tokenizer: PreTrainedTokenizerBase, requests: Sequence[ScoringRequest]
+) -> list[tuple[list[int], list[list[int]]]]:
     """Token ids of each prompt and of each ``prompt + choice`` (one batched tokenizer call)."""
     texts: list[str] = []
     for i, req in enumerate(requests):
@@ -248,7 +250,9 @@ class ClozeScorer:
                     ids += opt
                     seg += [2 + k] * len(opt)
                     pos += range(p, p + len(opt))
-                ids_rows.append(ids), seg_rows.append(seg), pos_rows.append(pos)
+                ids_rows.append(ids)
+                seg_rows.append(seg)
+                pos_rows.append(pos)
             else:
                 for k, opt in enumerate(e.option_ids):
                     targets.append((b, k, len(ids_rows), p, opt))
@@ -403,11 +407,13 @@ def score(
     scorer = make_scorer(scoring, normalize=normalize)
     encoded = scorer.encode(tokenizer, requests)
     if isinstance(scorer, ClozeScorer):
-        scorer = dataclasses.replace(scorer, share_prompt=_can_pack(model, encoded) if share_prompt is None else share_prompt)
+        share = _can_pack(model, encoded) if share_prompt is None else share_prompt
+        scorer = dataclasses.replace(scorer, share_prompt=share)
     order = sorted(range(len(encoded)), key=lambda i: -encoded[i].length)
     device = _model_device(model)
     results: list[np.ndarray] = [np.empty(0)] * len(encoded)
-    with torch.inference_mode(), tqdm(total=len(encoded), unit="item", desc=f"{scoring} scoring", disable=not progress) as bar:
+    bar = tqdm(total=len(encoded), unit="item", desc=f"{scoring} scoring", disable=not progress)
+    with torch.inference_mode(), bar:
         for start in range(0, len(order), batch_size):
             chunk = [encoded[i] for i in order[start : start + batch_size]]
             batch = {name: t.to(device) for name, t in scorer.collate(chunk).items()}
