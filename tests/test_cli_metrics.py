@@ -78,3 +78,18 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, content: str, suffix: str,
 def test_missing_file() -> None:
     res = _run("metrics", "/nonexistent/preds.jsonl")
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_atomic_write_leaves_nothing_on_failure_and_normal_permissions(tmp_path: Path) -> None:
+    from calibtune.predictions import atomic_write
+
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as fh:
+            fh.write("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_write(target) as fh:
+        fh.write("whole")
+    assert target.read_text() == "whole"
+    assert target.stat().st_mode & 0o044  # readable by group/others like any file the user writes
