@@ -76,3 +76,18 @@ def test_embedded_model_on_20_real_questions(tmp_path: Path, smollm2) -> None:
     cloze = results["arc-easy:test · cloze"]
     assert cloze["n"] == 20 and cloze["accuracy"] >= 0.5
     assert 0 <= cloze["ece"] <= 1 and results["arc-easy:test · letter"]["n"] == 20
+
+
+def test_eval_with_temperature_scaling_fitted_on_held_out_data(tmp_path: Path, tiny_model_dir: Path) -> None:
+    data = _write_items(tmp_path / "items.jsonl")
+    held = _write_items(tmp_path / "held.jsonl")
+    out = tmp_path / "ts"
+    res = runner.invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--scoring", "cloze",
+                              "--temperature-data", str(held), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "metrics.json").read_text())
+    ts_key = next(k for k in report["results"] if k.endswith("cloze+ts"))
+    assert report["results"][ts_key]["temperature"] == report["temperatures"]["cloze"] > 0
+    same = runner.invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--temperature-data",
+                               str(data), "--out", str(tmp_path / "bad"), "--no-progress"])
+    assert same.exit_code == 2 and "held-out" in same.output

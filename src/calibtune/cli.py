@@ -155,6 +155,7 @@ def eval_cmd(
     skip_invalid: Annotated[bool, typer.Option(help="Skip malformed rows (and report how many) instead of failing.")] = False,
     n_bins: Annotated[int, typer.Option(help="Bins of the calibration metrics.")] = 15,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals (0 = none).")] = 0,
+    temperature_data: Annotated[Optional[str], typer.Option(help="Held-out data spec to fit temperature scaling on; adds '+ts' results.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace results in a non-empty --out folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -169,7 +170,7 @@ def eval_cmd(
                      batch_size=batch_size, dtype=dtype.value, device=device,
                      adapter=str(adapter) if adapter else None, trust_remote_code=trust_remote_code,
                      data_dir=str(data_dir) if data_dir else None, skip_invalid=skip_invalid, n_bins=n_bins,
-                     bootstrap=bootstrap, overwrite=overwrite, progress=progress)
+                     bootstrap=bootstrap, temperature_data=temperature_data, overwrite=overwrite, progress=progress)
     try:
         report = evaluate(cfg)
     except (DataError, FileExistsError, FileNotFoundError, ValueError) as e:
@@ -180,7 +181,8 @@ def eval_cmd(
     out_console = Console()
     out_console.print(metrics_table({k: v for k, v in report["results"].items()},
                                     title=f"{model} · template {template} · {shots}-shot"))
-    secs = ", ".join(f"{k}: {v['seconds']} s ({v['items_per_second']} items/s)" for k, v in report["results"].items())
+    secs = ", ".join(f"{k}: {v['seconds']} s ({v['items_per_second']} items/s)" for k, v in report["results"].items()
+                     if v.get("items_per_second"))
     out_console.print(f"model load {report['model_load_seconds']} s; scoring {secs}")
     out_console.print(f"wrote {out}/predictions.jsonl, metrics.json, reliability.png, report.md")
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from .data import load_dataset, exemplar_pool
 from .metrics import reliability_bins, summarize
+from .posthoc import TemperatureScaling
 from .predictions import atomic_write, write_jsonl
 from .prompts import build_requests, get_template
 
@@ -57,6 +58,7 @@ class EvalConfig:
     skip_invalid: bool = False
     n_bins: int = 15
     bootstrap: int = 0
+    temperature_data: str | None = None  # held-out spec to fit temperature scaling on (never the test set)
     overwrite: bool = False
     progress: bool = True
 
@@ -91,7 +93,7 @@ def predictions_rows(dataset: str, scoring: str, items, logprobs: list[np.ndarra
         pred = int(np.argmax(probs))
         rows.append({"dataset": dataset, "scoring": scoring, "id": item.id, "probs": [float(p) for p in probs],
                      "label": int(item.gold), "pred": pred, "confidence": float(probs[pred]),
-                     "correct": int(pred == item.gold)})
+                     "correct": int(pred == item.gold), "logprobs": [float(v) for v in lp]})
     return rows
 
 
@@ -110,30 +112,52 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                                   trust_remote_code=cfg.trust_remote_code)
     load_seconds = time.perf_counter() - t0
     template = get_template(cfg.template, tokenizer)
+
+    def run_scoring(ds, scoring: str) -> tuple[list[np.ndarray], float]:
+        pool = exemplar_pool(ds.name, data_dir=cfg.data_dir) if cfg.shots else None
+        requests = build_requests(ds.items, template, scoring, shots=cfg.shots,
+                                  pool=pool.items if pool else None, seed=cfg.seed)
+        t1 = time.perf_counter()
+        logprobs = score(model, tokenizer, requests, scoring=scoring, batch_size=cfg.batch_size,
+                         normalize=cfg.normalize, progress=cfg.progress)
+        return logprobs, time.perf_counter() - t1
+
+    temperatures: dict[str, TemperatureScaling] = {}
+    if cfg.temperature_data:
+        held_out = load_dataset(cfg.temperature_data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                                shuffle_options=cfg.shuffle_options, skip_invalid=cfg.skip_invalid)
+        if any(held_out.name == ds.name for ds in datasets):
+            raise ValueError(f"--temperature-data {held_out.name} is also an evaluation set; fit on a held-out split")
+        for scoring in cfg.scoring:
+            logprobs, _ = run_scoring(held_out, scoring)
+            temperatures[scoring] = TemperatureScaling().fit(logprobs, [it.gold for it in held_out.items])
     all_rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     panels = []
+
+    def record(ds, scoring: str, logprobs: list[np.ndarray], seconds: float) -> None:
+        rows = predictions_rows(ds.name, scoring, ds.items, logprobs)
+        all_rows.extend(rows)
+        probs, mask = pad_probabilities([r["probs"] for r in rows])
+        labels = np.array([r["label"] for r in rows])
+        key = f"{ds.name} · {scoring}"
+        m = summarize(probs, labels, mask=mask, n_bins=cfg.n_bins, bootstrap=cfg.bootstrap, seed=cfg.seed)
+        m.update({"data": ds.name, "scoring": scoring, "seconds": round(seconds, 2),
+                  "items_per_second": round(len(rows) / seconds, 3) if seconds else None, "n_skipped": ds.n_skipped})
+        results[key] = m
+        panels.append((key, reliability_bins(probs, labels, n_bins=cfg.n_bins), m["ece"]))
+
     for ds in datasets:
-        pool = exemplar_pool(ds.name, data_dir=cfg.data_dir) if cfg.shots else None
         for scoring in cfg.scoring:
-            requests = build_requests(ds.items, template, scoring, shots=cfg.shots,
-                                      pool=pool.items if pool else None, seed=cfg.seed)
-            t1 = time.perf_counter()
-            logprobs = score(model, tokenizer, requests, scoring=scoring, batch_size=cfg.batch_size,
-                             normalize=cfg.normalize, progress=cfg.progress)
-            seconds = time.perf_counter() - t1
-            rows = predictions_rows(ds.name, scoring, ds.items, logprobs)
-            all_rows.extend(rows)
-            probs, mask = pad_probabilities([r["probs"] for r in rows])
-            labels = np.array([r["label"] for r in rows])
-            key = f"{ds.name} · {scoring}"
-            m = summarize(probs, labels, mask=mask, n_bins=cfg.n_bins, bootstrap=cfg.bootstrap, seed=cfg.seed)
-            m.update({"data": ds.name, "scoring": scoring, "seconds": round(seconds, 2),
-                      "items_per_second": round(len(rows) / seconds, 3), "n_skipped": ds.n_skipped})
-            results[key] = m
-            panels.append((key, reliability_bins(probs, labels, n_bins=cfg.n_bins), m["ece"]))
+            logprobs, seconds = run_scoring(ds, scoring)
+            record(ds, scoring, logprobs, seconds)
+            if scoring in temperatures:
+                ts = temperatures[scoring]
+                record(ds, f"{scoring}+ts", [np.log(np.clip(p, 1e-300, 1)) for p in ts.transform(logprobs)], 0.0)
+                results[f"{ds.name} · {scoring}+ts"]["temperature"] = ts.temperature_
     write_jsonl(out / "predictions.jsonl", all_rows)
     report = {"config": dataclasses.asdict(cfg), "versions": package_versions(),
+              "temperatures": {k: v.temperature_ for k, v in temperatures.items()},
               "model_load_seconds": round(load_seconds, 2), "results": results}
     with atomic_write(out / "metrics.json") as fh:
         json.dump(report, fh, indent=2)

@@ -1,0 +1,82 @@
+"""Post-hoc calibrators, scikit-learn style: ``fit`` on a held-out split, then ``transform``.
+
+Never fit on the split you report: ``calibtune eval --temperature-from DIR`` fits on one run's
+predictions and applies the temperature to another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def _padded_logits(log_probs: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Rows of option log-scores (ragged allowed) as an ``(N, K)`` array with ``-inf`` padding."""
+    if isinstance(log_probs, np.ndarray) and log_probs.ndim == 2:
+        return log_probs.astype(np.float64)
+    k = max(len(r) for r in log_probs)
+    out = np.full((len(log_probs), k), -np.inf)
+    for i, r in enumerate(log_probs):
+        out[i, : len(r)] = r
+    return out
+
+
+class TemperatureScaling:
+    r"""Temperature scaling (Guo et al. 2017): :math:`p = \mathrm{softmax}(z / T)` with one scalar :math:`T`.
+
+    ``fit`` minimises the NLL of the held-out labels over :math:`\log T` with L-BFGS and a real
+    autograd gradient (the CFT release's version never updated :math:`T`), so :math:`T > 0` always.
+    Inputs are option logits or log-probabilities (equivalent: a softmax is shift-invariant), one row
+    per item; rows may have different numbers of options.
+
+    Example:
+        >>> ts = TemperatureScaling().fit([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 0.0]], [0, 1, 1, 0])
+        >>> ts.temperature_ > 1  # overconfident logits are softened
+        True
+    """
+
+    def __init__(self, *, max_iter: int = 200, init_temperature: float = 1.0) -> None:
+        self.max_iter = max_iter
+        self.init_temperature = init_temperature
+
+    def fit(self, logits: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray) -> TemperatureScaling:
+        raw = torch.tensor(_padded_logits(logits))
+        real = torch.isfinite(raw)
+        z = torch.where(real, raw, torch.zeros_like(raw))  # padding must not put inf/NaN in the gradient
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if z.shape[0] != y.shape[0] or z.shape[0] == 0:
+            raise ValueError(f"Expected as many labels as rows of logits (and at least one), got {y.shape[0]} and {z.shape[0]}")
+        if not real.gather(1, y[:, None]).all():
+            raise ValueError("Every label must point at a real option (a finite logit)")
+        log_t = torch.tensor([float(np.log(self.init_temperature))], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=self.max_iter, line_search_fn="strong_wolfe")
+
+        def nll(temperature: torch.Tensor) -> torch.Tensor:
+            scaled = torch.where(real, z / temperature, torch.full_like(z, -torch.inf))
+            return torch.nn.functional.cross_entropy(scaled, y)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = nll(log_t.exp())
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.temperature_ = float(log_t.exp().item())
+        with torch.no_grad():
+            self.nll_before_ = float(nll(torch.tensor(1.0, dtype=torch.float64)))
+            self.nll_after_ = float(nll(torch.tensor(self.temperature_, dtype=torch.float64)))
+        return self
+
+    def transform(self, logits: Sequence[Sequence[float]] | np.ndarray) -> list[np.ndarray]:
+        """Calibrated probabilities per row (ragged rows stay ragged)."""
+        if not hasattr(self, "temperature_"):
+            raise RuntimeError("This TemperatureScaling instance is not fitted yet; call fit(logits, labels) first")
+        z = _padded_logits(logits) / self.temperature_
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        lengths = [len(r) for r in logits]
+        return [p[i, :n] for i, n in enumerate(lengths)]
