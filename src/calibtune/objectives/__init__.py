@@ -1,0 +1,25 @@
+"""Training objectives on the distribution over an item's answer options.
+
+Every objective takes ``scores (B, K_max)`` (``-inf`` in unused option columns) and ``labels (B,)``,
+and returns per-sample losses ``(B,)``; the trainer reduces them. Each lives in one module as a config
+dataclass plus a ``loss`` function, registered by name in ``OBJECTIVES``:
+
+``ce``, ``ls``, ``mbls``, ``ecp``, ``focal``, ``sft`` (needs log-prob scores), ``cogcalib`` (needs ``known``).
+"""
+
+from .base import Objective, option_log_probs, per_sample_nll
+from .ce import CEConfig
+from .cogcalib import CogCalibConfig
+from .ecp import ECPConfig
+from .focal import FocalConfig
+from .label_smoothing import LabelSmoothingConfig
+from .mbls import MbLSConfig
+from .registry import OBJECTIVES, get_objective
+from .sft import SFTConfig
+from .youden import Threshold, youden_threshold
+
+__all__ = [
+    "OBJECTIVES", "CEConfig", "CogCalibConfig", "ECPConfig", "FocalConfig", "LabelSmoothingConfig", "MbLSConfig",
+    "Objective", "SFTConfig", "Threshold", "get_objective", "option_log_probs", "per_sample_nll",
+    "youden_threshold",
+]

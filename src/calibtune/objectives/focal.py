@@ -1,0 +1,30 @@
+r"""Focal loss (Lin et al. 2017): :math:`\ell_i = -(1-p_{i,y_i})^{\gamma}\log p_{i,y_i}`; γ = 0 is CE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .base import Objective, check_number, gold, prepare
+
+
+def loss(scores: Tensor, labels: Tensor, *, gamma: float = 2.0) -> Tensor:
+    r"""Per-sample focal loss :math:`-(1-p_{i,y_i})^{\gamma}\log p_{i,y_i}`, shape ``(B,)``."""
+    scores, labels, _ = prepare(scores, labels)
+    log_p_gold = gold(torch.log_softmax(scores, dim=-1), labels)
+    return -(-torch.expm1(log_p_gold)) ** gamma * log_p_gold  # 1 - p via expm1: exact near p = 1
+
+
+@dataclass(frozen=True)
+class FocalConfig(Objective):
+    """Focal loss over the options."""
+
+    name = "focal"
+    loss_fn = staticmethod(loss)
+
+    gamma: float = field(default=2.0, metadata={"help": "Focusing γ >= 0 (Lin et al. default 2; 0 gives CE)."})
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "gamma", self.gamma, 0.0)
