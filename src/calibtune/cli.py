@@ -187,6 +187,58 @@ def eval_cmd(
     out_console.print(f"wrote {out}/predictions.jsonl, metrics.json, reliability.png, report.md")
 
 
+class KnownRuleOpt(str, Enum):
+    any = "any"
+    majority = "majority"
+    all = "all"
+
+
+@app.command("probe")
+def probe_cmd(
+    model: Annotated[str, typer.Option(help="The BASE model: smollm2, gemma3-270m, a local HF folder, a .gguf file or a hub id.")] = "smollm2",
+    data: Annotated[str, typer.Option(help="Data spec: openbookqa:train, arc-easy:test, entity-questions/P19:test, ./mine.jsonl ...")] = ...,
+    out: Annotated[Path, typer.Option(help="Output JSONL, one probe record per item (written atomically).")] = ...,
+    scoring: Annotated[ScoringOpt, typer.Option(help="Multiple choice: cloze (option log-likelihood) or letter.")] = ScoringOpt.cloze,
+    template: Annotated[str, typer.Option(help="Multiple choice: blob, cft, chat, or a template file.")] = "blob",
+    preset: Annotated[str, typer.Option(help="default (CPU-sized) or slick (the paper's 10 prompts, 4 shots, 16 samples).")] = "default",
+    n_prompts: Annotated[Optional[int], typer.Option(help="Random few-shot prompts per item (default: the preset's).")] = None,
+    shots: Annotated[Optional[int], typer.Option(help="Exemplars per prompt (default: the preset's).")] = None,
+    n_samples: Annotated[Optional[int], typer.Option(help="Open questions: sampled answers per prompt (default: the preset's).")] = None,
+    known_rule: Annotated[KnownRuleOpt, typer.Option(help="known = any prompt right (not Unknown), a majority, or all.")] = KnownRuleOpt.any,
+    limit: Annotated[Optional[int], typer.Option(help="Seeded random subset of this many items.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for subsampling, exemplars, option orders and sampling.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass / generate call.")] = 8,
+    dtype: Annotated[DtypeOpt, typer.Option(help="Model dtype.")] = DtypeOpt.float32,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0, mps or auto.")] = "cpu",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Root of the data sets (default: $CALIBTUNE_DATA_DIR).")] = None,
+    cache: Annotated[bool, typer.Option(help="Reuse an identical earlier probe instead of running the model.")] = True,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Probe cache (default: $CALIBTUNE_CACHE/probes or ~/.cache/calibtune/probes).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Probe what the base model knows per item (SliCK categories, P_correct, answer NLL) for CogCalib."""
+    from .data import DataError
+    from .probing import ProbeConfig, run_probe, summarize_probe
+
+    cfg = ProbeConfig(model=model, data=data, out=str(out), scoring=scoring.value, template=template, preset=preset,
+                      n_prompts=n_prompts, shots=shots, n_samples=n_samples, known_rule=known_rule.value, limit=limit,
+                      seed=seed, batch_size=batch_size, dtype=dtype.value, device=device,
+                      data_dir=str(data_dir) if data_dir else None, cache=cache,
+                      cache_dir=str(cache_dir) if cache_dir else None, progress=progress)
+    try:
+        result = run_probe(cfg)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    settings = ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("seed", "dtype"))
+    table = Table(title=f"{model} · {result.data} · {settings}")
+    for name in ("category", "n", "mean P_correct", "mean NLL", "known"):
+        table.add_column(name, justify="left" if name == "category" else "right")
+    for category, s in summarize_probe(result.records).items():
+        table.add_row(category, str(s["n"]), f"{s['p_correct']:.3f}", f"{s['nll']:.3f}", f"{s['known']:.2f}")
+    Console().print(table)
+    how = "from the cache" if result.cached else "probed"
+    Console().print(f"{len(result.records)} items {how} in {result.seconds:.1f} s; wrote {out}")
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"calibtune {__version__}")
