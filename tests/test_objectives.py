@@ -193,6 +193,13 @@ def test_gradients_finite_and_zero_on_unused_columns(name):
     assert scores.grad[0, 3] == 0
 
 
+def test_focal_gradient_finite_when_saturated():
+    # p_y rounds to 1 in float32: (1 - p)^γ with 0 < γ < 1 must not give an inf * 0 = NaN gradient
+    scores = torch.tensor([[40.0, 0.0]], requires_grad=True)
+    focal.loss(scores, torch.tensor([0]), gamma=0.5).sum().backward()
+    assert torch.isfinite(scores.grad).all()
+
+
 def _gradcheck_cases():
     cases = [(n, {}) for n in ("ce", "ls", "ecp", "focal", "sft")]
     cases += [("mbls", {"margin": 1.0, "lam": 0.5}), ("ecp", {"normalize_entropy": False}), ("focal", {"gamma": 0.5})]
@@ -236,8 +243,8 @@ def test_helpers():
     (torch.tensor([[0.0, math.nan]]), torch.tensor([0]), "NaN"),
     (torch.tensor([[0.0, math.inf]]), torch.tensor([0]), r"\+inf"),
     (torch.tensor([[NEG_INF, NEG_INF]]), torch.tensor([0]), "all -inf"),
-    (torch.tensor([[0.0, 1.0]]), torch.tensor([2]), r"label in \[0, 2\)"),
-    (torch.tensor([[0.0, NEG_INF]]), torch.tensor([1]), "-inf column"),
+    (torch.tensor([[0.0, 1.0]]), torch.tensor([2]), r"label in \[0, 2\), but labels\[0\] = 2"),
+    (torch.tensor([[0.0, 1.0], [0.0, NEG_INF]]), torch.tensor([0, 1]), r"labels\[1\] points at a -inf column"),
     (torch.tensor([0.0, 1.0]), torch.tensor([0]), r"shape \(B, K_max\)"),
     (torch.tensor([[0.0, 1.0]]), torch.tensor([0.0]), "integer tensor"),
     (torch.tensor([[0.0, 1.0]]), torch.tensor([0, 1]), "integer tensor"),

@@ -37,10 +37,14 @@ def prepare(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         got = f"{type(labels).__name__} of shape {tuple(getattr(labels, 'shape', ()))}"
         raise ValueError(f"Expected `labels` to be an integer tensor of shape ({scores.shape[0]},), but got {got}.")
     labels = labels.long()
-    if ((labels < 0) | (labels >= scores.shape[1])).any():
-        raise ValueError(f"Expected each label in [0, {scores.shape[1]}), but got {labels.tolist()}.")
-    if not mask.gather(1, labels[:, None]).all():
-        raise ValueError("Expected each label to point at a real option, but a label points at a -inf column.")
+    bad = ((labels < 0) | (labels >= scores.shape[1])).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(f"Expected each label in [0, {scores.shape[1]}), but labels[{i}] = {int(labels[i])}.")
+    bad = (~mask.gather(1, labels[:, None]).squeeze(1)).nonzero()
+    if bad.numel():
+        raise ValueError(f"Expected each label to point at a real option, but labels[{int(bad[0, 0])}] "
+                         "points at a -inf column.")
     return scores, labels, mask
 
 

@@ -45,7 +45,7 @@ def calibration_term(scores: Tensor, mask: Tensor, regularizer: str, margin: flo
 
 def loss(scores: Tensor, labels: Tensor, *, known: Tensor, alpha: float = 1.0, regularizer: str = "ls",
          margin: float = 10.0, normalize_entropy: bool = True) -> Tensor:
-    r"""Per-sample CogCalib loss :math:`\mathrm{CE}_i + \alpha\,\mathbb{1}[\text{known}_i]\,L_{\mathrm{cal},i}`, ``(B,)``."""
+    r"""Per-sample CogCalib loss :math:`\mathrm{CE}_i + \alpha\,\mathbb{1}[\text{known}_i]\,L_{\mathrm{cal},i}`."""
     scores, labels, mask = prepare(scores, labels)
     if not isinstance(known, Tensor) or known.dtype != torch.bool or known.shape != labels.shape:
         got = f"{type(known).__name__} {getattr(known, 'dtype', '')} of shape {tuple(getattr(known, 'shape', ()))}"

@@ -14,7 +14,9 @@ def loss(scores: Tensor, labels: Tensor, *, gamma: float = 2.0) -> Tensor:
     r"""Per-sample focal loss :math:`-(1-p_{i,y_i})^{\gamma}\log p_{i,y_i}`, shape ``(B,)``."""
     scores, labels, _ = prepare(scores, labels)
     log_p_gold = gold(torch.log_softmax(scores, dim=-1), labels)
-    return -(-torch.expm1(log_p_gold)) ** gamma * log_p_gold  # 1 - p via expm1: exact near p = 1
+    # 1 - p via expm1 (exact near p = 1); floored at the smallest normal so that 0 < γ < 1 has no inf * 0 gradient
+    one_minus_p = (-torch.expm1(log_p_gold)).clamp_min(torch.finfo(log_p_gold.dtype).tiny)
+    return -(one_minus_p**gamma) * log_p_gold
 
 
 @dataclass(frozen=True)

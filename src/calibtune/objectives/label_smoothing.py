@@ -3,7 +3,8 @@ r"""Label smoothing (Szegedy et al. 2016; ``LabelSmoothingCrossEntropy`` of gith
 Target :math:`(1-\varepsilon)\,\mathrm{onehot}(y_i) + \varepsilon/K_i` over the item's :math:`K_i` real
 options:
 
-.. math:: \ell_i = (1-\varepsilon)\,\mathrm{CE}_i + \varepsilon\,U_i,\qquad U_i = -\frac{1}{K_i}\sum_{k\le K_i}\log p_{ik}
+.. math:: \ell_i = (1-\varepsilon)\,\mathrm{CE}_i + \varepsilon\,U_i,\qquad
+          U_i = -\frac{1}{K_i}\sum_{k\le K_i}\log p_{ik}
 
 (with all items at full K this is ``F.cross_entropy(..., label_smoothing=ε)``).
 """

@@ -27,7 +27,7 @@ def youden_threshold(nll: ArrayLike, known: ArrayLike) -> Threshold:
     r"""The ``t`` maximising :math:`\mathrm{TPR}+\mathrm{TNR}-1`, searched exhaustively and exactly.
 
     Candidates: ``-inf`` (nobody known), the midpoints between consecutive sorted unique NLL values, and
-    ``+inf`` (everybody known) — one per distinct partition. J is compared in exact integer arithmetic,
+    ``+inf`` (everybody known, J = 0, so never chosen) — one per distinct partition. J is compared in exact integer arithmetic,
     :math:`J = (P_t N - N_t P)/(PN)` with :math:`P_t, N_t` the known/unknown counts at or below t; ties go
     to the smallest t (so ``-inf``, i.e. no sample regularised, when NLL does not separate at all).
     """
@@ -46,15 +46,14 @@ def youden_threshold(nll: ArrayLike, known: ArrayLike) -> Threshold:
         raise ValueError(f"Expected both known and unknown samples, but got {n_pos} known and {n_neg} unknown.")
 
     unique, inverse = np.unique(values, return_inverse=True)
-    # Counts at or below each unique value, with a leading 0 for t = -inf.
-    pos = np.concatenate(([0], np.cumsum(np.bincount(inverse, weights=labels, minlength=unique.size)))).astype(np.int64)
-    neg = np.concatenate(([0], np.cumsum(np.bincount(inverse, weights=~labels, minlength=unique.size)))).astype(np.int64)
+    # Known / unknown counts at or below each unique value, with a leading 0 for t = -inf.
+    pos = np.concatenate(([0], np.cumsum(np.bincount(inverse[labels], minlength=unique.size))))
+    neg = np.concatenate(([0], np.cumsum(np.bincount(inverse[~labels], minlength=unique.size))))
     j_numerator = pos * n_neg - neg * n_pos
-    best = int(np.argmax(j_numerator))  # first maximum = smallest t
+    # First maximum = smallest t. J(+inf) = J(-inf) = 0, so +inf (the last entry) never wins.
+    best = int(np.argmax(j_numerator))
     if best == 0:
         t = -np.inf
-    elif best == unique.size:
-        t = np.inf
     else:
         low, high = unique[best - 1], unique[best]
         mid = (low + high) / 2
