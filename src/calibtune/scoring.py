@@ -328,6 +328,7 @@ def _packed_attention_mask(model: PreTrainedModel, segment_ids: Tensor, position
     Boolean (True = attend) for sdpa, additive float for eager, as transformers builds them itself.
     Padding rows see themselves so no softmax row is empty (which would give NaN).
     """
+    model = getattr(model, "module", model)  # DDP/FSDP wrappers keep the config on .module
     config = model.config
     implementation = getattr(config, "_attn_implementation", None)
     if implementation not in _PACKABLE_ATTENTION:
@@ -355,7 +356,7 @@ def _packed_attention_mask(model: PreTrainedModel, segment_ids: Tensor, position
 
 def _can_pack(model: PreTrainedModel, encoded: Sequence[Encoded]) -> bool:
     """Whether packed cloze rows give the same result as independent ones for this model and data."""
-    config = model.config
+    config = getattr(model, "module", model).config
     if getattr(config, "_attn_implementation", None) not in _PACKABLE_ATTENTION:
         return False
     window = getattr(config, "sliding_window", None)

@@ -1,0 +1,384 @@
+"""Calibration-aware fine-tuning on a transformers ``Trainer``: the loss sees the distribution over options.
+
+``CalibrationTrainer.compute_loss`` asks the scorer (the same letter/cloze scorer as evaluation) for
+option scores of the batch and the chosen objective for per-sample losses, and divides their sum by
+``num_items_in_batch`` so gradient accumulation and several processes give the same gradient as one
+big batch. Everything else — optimiser, schedule, checkpoints and ``--resume``, logging to
+``report_to`` trackers, Accelerate (DDP/FSDP/DeepSpeed) — is the Trainer's own.
+
+CogCalib's known indicator comes either from precomputed probe labels (``known_source="probe"``) or
+online from the per-sample NLL of the training forward pass itself (``known_source="nll"``): after
+``style_steps`` steps of plain CE (style adaptation) a threshold ``t`` is fitted by Youden's J on the
+NLLs of the items seen in the last ``refit_every`` steps against their probe labels (the labelled
+calibration data), and re-fitted every ``refit_every`` steps. No extra forward pass is spent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch.utils.data import Dataset as TorchDataset
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from .data import MCItem
+from .metrics import calibration_error
+from .objectives import get_objective, per_sample_nll, youden_threshold
+from .prompts import Template, build_requests
+from .scoring import Encoded, make_scorer, score
+
+KNOWN_SOURCES = ("none", "probe", "nll")
+
+
+@dataclass
+class CalibrationTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the calibration settings (so every Trainer flag still applies)."""
+
+    objective: str = field(default="ce", metadata={"help": "ce, ls, mbls, ecp, focal, sft or cogcalib."})
+    objective_params: dict = field(default_factory=dict, metadata={"help": "Parameters of the objective."})
+    scoring: str = field(default="cloze", metadata={"help": "letter or cloze: which option distribution is trained."})
+    normalize: str = field(default="sum", metadata={"help": "Cloze: sum or mean of the option's token log-probs."})
+    known_source: str = field(default="none", metadata={"help": "CogCalib known indicator: probe labels or online NLL threshold."})
+    style_steps: int = field(default=0, metadata={"help": "Steps of plain CE before the calibration regulariser starts."})
+    refit_every: int = field(default=20, metadata={"help": "Steps between Youden's-J refits of the NLL threshold."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.known_source not in KNOWN_SOURCES:
+            raise ValueError(f"known_source must be one of {KNOWN_SOURCES}, got {self.known_source!r}")
+        if self.scoring not in ("letter", "cloze"):
+            raise ValueError(f"scoring must be 'letter' or 'cloze', got {self.scoring!r}")
+        self.remove_unused_columns = False  # our batches carry labels/known flags the model never sees
+
+
+class MCTrainDataset(TorchDataset):
+    """Pre-tokenised multiple-choice items with gold index and (optional) probe known label."""
+
+    def __init__(self, encoded: Sequence[Encoded], labels: Sequence[int], known: Sequence[int] | None = None) -> None:
+        self.encoded = list(encoded)
+        self.labels = list(labels)
+        self.known = list(known) if known is not None else [-1] * len(self.encoded)  # -1 = no label
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"encoded": self.encoded[i], "labels": self.labels[i], "known": self.known[i]}
+
+
+def build_dataset(items: Sequence[MCItem], tokenizer, template: Template, scoring: str, *,
+                  known: dict[str, bool] | None = None, full_vocab: bool = False, normalize: str = "sum") -> MCTrainDataset:
+    """Render, tokenise and attach labels (and probe labels by item id) once, before training."""
+    scorer = make_scorer(scoring, normalize=normalize, full_vocab=full_vocab)
+    encoded = scorer.encode(tokenizer, build_requests(items, template, scoring))
+    flags = None if known is None else [int(known[it.id]) if it.id in known else -1 for it in items]
+    return MCTrainDataset(encoded, [it.gold for it in items], flags)
+
+
+@dataclass
+class MCCollator:
+    """Batches items with the scorer's own ``collate`` and adds ``labels`` and ``known``."""
+
+    scorer: Any
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        encoded = [Encoded(i, f["encoded"].context_ids, f["encoded"].option_ids) for i, f in enumerate(features)]
+        batch = self.scorer.collate(encoded)
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        batch["known"] = torch.tensor([f["known"] for f in features], dtype=torch.long)
+        return batch
+
+
+class CalibrationTrainer(Trainer):
+    """A ``Trainer`` whose loss is an objective on the option distribution (CE, LS, MbLS, ECP, focal, SFT, CogCalib)."""
+
+    loss_is_scaled_for_ga = True  # compute_loss divides by num_items_in_batch itself
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        targs: CalibrationTrainingArguments = kwargs["args"]
+        self.objective = get_objective(targs.objective, **targs.objective_params)
+        if self.objective.needs_known and targs.known_source == "none":
+            raise ValueError("objective 'cogcalib' needs known_source='probe' or 'nll'")
+        self.scorer = make_scorer(targs.scoring, normalize=targs.normalize,
+                                  full_vocab=getattr(self.objective, "needs_logprob_scores", False))
+        kwargs.setdefault("data_collator", MCCollator(self.scorer))
+        super().__init__(*args, **kwargs)
+        # Our labels are one option index per item (never shifted, never -100): count them all.
+        self.model_accepts_loss_kwargs = True
+        self._loss_shifts_labels = False
+        self.threshold: float | None = None
+        self.threshold_history: list[dict[str, float]] = []
+        self._window: list[torch.Tensor] = []
+        self._last_refit = 0
+
+    def _known(self, nll: torch.Tensor, probe_known: torch.Tensor) -> torch.Tensor:
+        """The known indicator for this batch (all False during style adaptation)."""
+        args: CalibrationTrainingArguments = self.args
+        if self.state.global_step < args.style_steps:
+            return torch.zeros_like(nll, dtype=torch.bool)
+        if args.known_source == "probe":
+            return probe_known == 1
+        if args.known_source == "nll":
+            self._maybe_refit()
+            if self.threshold is None:
+                return torch.zeros_like(nll, dtype=torch.bool)
+            return nll <= self.threshold
+        return torch.zeros_like(nll, dtype=torch.bool)
+
+    def _remember(self, nll: torch.Tensor, probe_known: torch.Tensor) -> None:
+        """Keep (NLL, probe label) of the items just seen, from every process."""
+        pair = torch.stack([nll.detach().float(), probe_known.float()], dim=1)
+        pair = self.accelerator.pad_across_processes(pair, dim=0, pad_index=-2)
+        pair = self.accelerator.gather(pair)
+        self._window.append(pair[pair[:, 1] >= 0].cpu())
+
+    def _maybe_refit(self) -> None:
+        step = self.state.global_step
+        due = self.threshold is None or step - self._last_refit >= self.args.refit_every
+        if not due or not self._window:
+            return
+        window = torch.cat(self._window)
+        labels = window[:, 1].numpy() == 1
+        if labels.all() or not labels.any():
+            return  # Youden's J needs both known and unknown items in the window
+        fit = youden_threshold(window[:, 0].numpy(), labels)
+        self.threshold = float(fit.t)
+        self._last_refit = step
+        self._window = []
+        self.threshold_history.append({"step": step, "threshold": fit.t, "youden_j": fit.j, "n": int(len(labels))})
+        self.log({"cogcalib_threshold": fit.t, "cogcalib_youden_j": fit.j})
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        probe_known = inputs["known"]
+        batch = {k: v for k, v in inputs.items() if k not in ("labels", "known")}
+        scores = self.scorer.forward(model, batch)
+        nll = per_sample_nll(scores, labels).detach()
+        if self.args.known_source == "nll" and model.training:
+            self._remember(nll, probe_known)
+        if self.state.global_step < self.args.style_steps:
+            per_item = get_objective("ce")(scores, labels)  # style adaptation: the task format first
+        elif self.objective.needs_known:
+            per_item = self.objective(scores, labels, known=self._known(nll, probe_known))
+        else:
+            per_item = self.objective(scores, labels)
+        if num_items_in_batch is not None and model.training:
+            loss = per_item.sum() / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        else:
+            loss = per_item.mean()
+        return (loss, {"scores": scores}) if return_outputs else loss
+
+
+class CalibrationCurveCallback(TrainerCallback):
+    """Every ``every`` steps, accuracy/ECE on held-out items, and confidence vs accuracy for known and unknown.
+
+    Usable in any ``Trainer``: give it the items, the tokenizer, a template and (optionally) probe
+    labels, and ``trainer`` to send the figures to ``report_to`` trackers through ``trainer.log``.
+    The curve is also written to ``curve_path`` (CSV, and JSON beside it) on the main process.
+    """
+
+    def __init__(self, items: Sequence[MCItem], tokenizer, template: Template, *, scoring: str = "cloze",
+                 normalize: str = "sum", every: int = 50, known: dict[str, bool] | None = None,
+                 curve_path: str | Path | None = None, trainer: Trainer | None = None, n_bins: int = 15,
+                 batch_size: int = 8, prefix: str = "heldout") -> None:
+        self.items = list(items)
+        self.requests = build_requests(self.items, template, scoring)
+        self.tokenizer = tokenizer
+        self.scoring, self.normalize, self.every = scoring, normalize, every
+        self.known = known
+        self.curve_path = Path(curve_path) if curve_path else None
+        self.trainer = trainer
+        self.n_bins, self.batch_size, self.prefix = n_bins, batch_size, prefix
+        self.curve: list[dict[str, float]] = []
+
+    def measure(self, model) -> dict[str, float]:
+        """The held-out figures for ``model`` now."""
+        was_training = model.training
+        model.eval()
+        logprobs = score(model, self.tokenizer, self.requests, scoring=self.scoring, batch_size=self.batch_size,
+                         normalize=self.normalize, progress=False)
+        if was_training:
+            model.train()
+        conf = np.array([float(np.exp(lp.max())) for lp in logprobs])
+        correct = np.array([int(np.argmax(lp) == it.gold) for lp, it in zip(logprobs, self.items)])
+        nll = np.array([-float(lp[it.gold]) for lp, it in zip(logprobs, self.items)])
+        out = {f"{self.prefix}_accuracy": float(correct.mean()),
+               f"{self.prefix}_ece": calibration_error(conf, correct, n_bins=self.n_bins),
+               f"{self.prefix}_confidence": float(conf.mean()), f"{self.prefix}_nll": float(nll.mean())}
+        if self.known is not None:
+            flags = np.array([self.known.get(it.id, False) for it in self.items])
+            for name, sel in (("known", flags), ("unknown", ~flags)):
+                if sel.any():
+                    out[f"{self.prefix}_{name}_confidence"] = float(conf[sel].mean())
+                    out[f"{self.prefix}_{name}_accuracy"] = float(correct[sel].mean())
+                    out[f"{self.prefix}_{name}_n"] = int(sel.sum())
+        return out
+
+    def _record(self, state, model) -> None:
+        figures = {"step": state.global_step, **self.measure(model)}
+        self.curve.append(figures)
+        if self.trainer is not None:
+            self.trainer.log({k: v for k, v in figures.items() if k != "step"})
+        if self.curve_path is not None and state.is_world_process_zero:
+            self._write()
+
+    def _write(self) -> None:
+        from .predictions import atomic_write
+
+        keys = sorted({k for row in self.curve for k in row}, key=lambda k: (k != "step", k))
+        with atomic_write(self.curve_path) as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.curve)
+        with atomic_write(self.curve_path.with_suffix(".json")) as fh:
+            json.dump(self.curve, fh, indent=1)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:
+            self._record(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0:
+            self._record(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not self.curve or self.curve[-1]["step"] != state.global_step:
+            self._record(state, model)
+
+
+def lora_model(model, *, r: int = 8, alpha: int = 16, dropout: float = 0.0, targets: str | list[str] = "all-linear"):
+    """Wrap ``model`` with a PEFT LoRA adapter (``targets="all-linear"`` or a list of module names)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+
+
+class LoraSettings(BaseModel):
+    """LoRA through PEFT; ``targets`` is "all-linear" or a list of module names."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: str | list[str] = "all-linear"
+
+
+class TrainConfig(BaseModel):
+    """A ``calibtune train`` run, as read from YAML (unknown keys are errors, with their path)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = "smollm2"
+    dtype: str = "float32"
+    train_data: str
+    train_limit: int | None = None
+    eval_data: str | None = None
+    eval_limit: int | None = None
+    data_dir: str | None = None
+    seed: int = 0
+    template: str = "blob"
+    scoring: str = "cloze"
+    normalize: str = "sum"
+    probe: str | None = Field(None, description="probe JSONL (calibtune probe) with known labels by item id")
+    lora: LoraSettings | None = Field(default_factory=LoraSettings, description="null = full fine-tuning")
+    objective: str = "ce"
+    objective_params: dict[str, Any] = Field(default_factory=dict)
+    known_source: str = "none"
+    style_steps: int = 0
+    refit_every: int = 20
+    eval_every: int = 0
+    training: dict[str, Any] = Field(default_factory=dict, description="any transformers TrainingArguments field")
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read and validate a YAML config; ``overrides`` (CLI flags) win, ``training.*`` keys included."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    for key, value in (overrides or {}).items():
+        if key.startswith("training."):
+            raw.setdefault("training", {})[key.split(".", 1)[1]] = value
+        else:
+            raw[key] = value
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"{path}: {problems}") from None
+
+
+def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
+    """The Trainer arguments of ``cfg`` (``training:`` keys checked against ``TrainingArguments``)."""
+    kwargs = {"report_to": "none", "save_strategy": "no", "logging_steps": 10, "seed": cfg.seed,
+              "use_cpu": not torch.cuda.is_available(), **cfg.training}
+    try:
+        return CalibrationTrainingArguments(
+            objective=cfg.objective, objective_params=cfg.objective_params, scoring=cfg.scoring,
+            normalize=cfg.normalize, known_source=cfg.known_source, style_steps=cfg.style_steps,
+            refit_every=cfg.refit_every, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"training: {e}") from None
+
+
+def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> dict[str, Any]:
+    """Load model and data, train, save the adapter (or full model) and the curves into ``output_dir``."""
+    from .data import load_dataset
+    from .models import load_model
+    from .prompts import get_template
+
+    args = training_arguments(cfg)
+    args.disable_tqdm = not progress
+    out = Path(args.output_dir)
+    train = load_dataset(cfg.train_data, data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed)
+    held_out = (load_dataset(cfg.eval_data, data_dir=cfg.data_dir, limit=cfg.eval_limit, seed=cfg.seed)
+                if cfg.eval_data else None)
+    known = None
+    if cfg.probe:
+        from .probing import load_probe
+
+        known = {k: bool(v.known) for k, v in load_probe(cfg.probe).items()}
+        missing = [it.id for it in train.items if it.id not in known]
+        if cfg.known_source == "probe" and missing:
+            raise ValueError(f"{cfg.probe}: no probe record for {len(missing)} training items (first: {missing[0]})")
+    elif cfg.known_source != "none":
+        raise ValueError(f"known_source={cfg.known_source!r} needs `probe:` labels (calibtune probe)")
+    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
+    set_seed(cfg.seed)  # LoRA's random init must not depend on what ran before
+    if cfg.lora is not None:
+        model = lora_model(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, targets=cfg.lora.targets)
+    template = get_template(cfg.template, tokenizer)
+    full_vocab = getattr(get_objective(cfg.objective, **cfg.objective_params), "needs_logprob_scores", False)
+    dataset = build_dataset(train.items, tokenizer, template, cfg.scoring, known=known, full_vocab=full_vocab,
+                            normalize=cfg.normalize)
+    trainer = CalibrationTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    curve = None
+    if held_out is not None and cfg.eval_every:
+        curve = CalibrationCurveCallback(held_out.items, tokenizer, template, scoring=cfg.scoring,
+                                         normalize=cfg.normalize, every=cfg.eval_every, known=known,
+                                         curve_path=out / "curve.csv", trainer=trainer)
+        trainer.add_callback(curve)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out))
+    summary = {"config": cfg.model_dump(), "train": result.metrics, "steps": trainer.state.global_step,
+               "thresholds": trainer.threshold_history, "curve": curve.curve if curve else []}
+    if trainer.is_world_process_zero():
+        from .predictions import atomic_write
+
+        with atomic_write(out / "training_summary.json") as fh:
+            json.dump(summary, fh, indent=1)
+    return summary
