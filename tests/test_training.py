@@ -181,3 +181,47 @@ def test_two_process_accelerate_launch(tiny_model_dir: Path, tmp_path: Path) -> 
         assert r["batch_sizes"] and set(r["batch_sizes"]) == {2}
     assert set(r1["batch_sizes"]) == {4}
     assert r2[0]["final_loss"] == pytest.approx(r1["final_loss"], rel=0.05, abs=1e-3)
+
+
+def _config(tmp_path: Path, model_dir: Path, **extra) -> Path:
+    import yaml
+
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": it.id, "question": it.question, "options": list(it.options),
+                                        "answer": it.gold}) + "\n" for it in make_items(12)))
+    cfg = {"model": str(model_dir), "train_data": str(data), "eval_data": str(data), "scoring": "cloze",
+           "objective": "ls", "objective_params": {"epsilon": 0.1}, "lora": {"r": 4, "alpha": 8}, "eval_every": 2,
+           "training": {"per_device_train_batch_size": 4, "max_steps": 4, "learning_rate": 0.01}, **extra}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from calibtune.cli import app
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--config", str(_config(tmp_path, tiny_model_dir)), "--output-dir",
+                                   str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (out / "adapter_config.json").exists() and (out / "curve.csv").exists()
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and [c["step"] for c in summary["curve"]] == [0, 2, 4]
+
+
+def test_train_cli_rejects_a_bad_config(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from calibtune.cli import app
+
+    bad = _config(tmp_path, tiny_model_dir, lora={"r": 4, "rank_typo": 3})
+    res = CliRunner().invoke(app, ["train", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "lora.rank_typo" in " ".join(res.output.split())
+    bad = _config(tmp_path, tiny_model_dir, training={"not_a_trainer_flag": 1})
+    res = CliRunner().invoke(app, ["train", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "not_a_trainer_flag" in res.output
+    bad = _config(tmp_path, tiny_model_dir, objective="cogcalib", known_source="probe")
+    res = CliRunner().invoke(app, ["train", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "probe" in res.output

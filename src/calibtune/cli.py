@@ -239,6 +239,44 @@ def probe_cmd(
     Console().print(f"{len(result.records)} items {how} in {result.seconds:.1f} s; wrote {out}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Option(help="YAML config (see experiments/*.yaml): model, data, scoring, objective, lora, training.")],
+    output_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints, the adapter and curves go (overrides training.output_dir).")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="Override the objective: ce, ls, mbls, ecp, focal, sft, cogcalib.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Override training.max_steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the seed (data subset, LoRA init, order).")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Resume: 'last' for the newest checkpoint in the output dir, or a checkpoint path.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Fine-tune with a calibration-aware objective (Trainer + PEFT LoRA); the adapter loads with eval --adapter."""
+    from .data import DataError
+    from .training import load_train_config, run_training
+
+    overrides: dict = {}
+    if output_dir is not None:
+        overrides["training.output_dir"] = str(output_dir)
+    if max_steps is not None:
+        overrides["training.max_steps"] = max_steps
+    if objective is not None:
+        overrides["objective"] = objective
+    if seed is not None:
+        overrides["seed"] = seed
+    try:
+        cfg = load_train_config(config, overrides)
+        if "output_dir" not in cfg.training:
+            fail(f"{config}: set training.output_dir or pass --output-dir")
+        summary = run_training(cfg, resume=True if resume == "last" else resume, progress=progress)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    out.print(f"trained {summary['steps']} steps; train loss {summary['train'].get('train_loss', float('nan')):.4f}; "
+              f"saved to {cfg.training['output_dir']}")
+    if summary["curve"]:
+        last = summary["curve"][-1]
+        out.print("held-out at the end: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items()
+                                                        if isinstance(v, float)))
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"calibtune {__version__}")
