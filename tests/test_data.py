@@ -422,3 +422,12 @@ def test_line_aligned_label_files(tmp_path: Path) -> None:
     fake_dir(tmp_path, "winogrande/dev-labels.lst", "1\n2\n")
     with pytest.raises(DataError, match=r"winogrande\.jsonl, line 2, field 'gold': 0 disagrees with .*dev-labels\.lst"):
         load_dataset("winogrande", data_dir=root)
+
+
+def test_slices_of_one_split_are_disjoint_and_cover_it() -> None:
+    a = load_dataset("winogrande:dev[0:400]", data_dir=DATA_DIR)
+    b = load_dataset("winogrande:dev[400:]", data_dir=DATA_DIR)
+    ids_a, ids_b = {it.id for it in a.items}, {it.id for it in b.items}
+    assert len(ids_a) == 400 and len(ids_b) == 1267 - 400 and not ids_a & ids_b
+    assert a.name == "winogrande:dev[0:400]"
+    assert load_dataset("winogrande:dev[0:400]", data_dir=DATA_DIR, seed=5).items == a.items  # seed-independent

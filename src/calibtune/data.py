@@ -1006,6 +1006,30 @@ def shuffle_item_options(item: MCItem, seed: int) -> MCItem:
     return replace(item, options=tuple(item.options[p] for p in perm), gold=int(np.flatnonzero(perm == item.gold)[0]))
 
 
+_SLICE = re.compile(r"^(?P<spec>.*)\[(?P<lo>\d*):(?P<hi>\d*)\]$")
+
+
+def _split_slice(spec: str) -> tuple[str, tuple[int | None, int | None] | None]:
+    """``boolq:val[0:300]`` -> (``boolq:val``, (0, 300)): a disjoint part of a split, for data sets
+    with a single labelled split that must serve as train, held-out and test."""
+    m = _SLICE.match(spec.strip())
+    if not m:
+        return spec, None
+    lo = int(m["lo"]) if m["lo"] else None
+    hi = int(m["hi"]) if m["hi"] else None
+    if lo is not None and hi is not None and hi <= lo:
+        raise DataError(f"{spec}: empty slice [{lo}:{hi}]")
+    return m["spec"], (lo, hi)
+
+
+def _slice_partition(items: list, window: tuple[int | None, int | None], seed: int) -> list:
+    """The items at positions ``lo:hi`` of a fixed pseudo-random order (seed 0, independent of ``seed``),
+    kept in file order: slices of one split never overlap and are not biased by file order."""
+    order = np.random.default_rng(0).permutation(len(items))
+    chosen = set(order[window[0]:window[1]].tolist())
+    return [it for i, it in enumerate(items) if i in chosen]
+
+
 def load_dataset(
     spec: str,
     *,
@@ -1025,12 +1049,13 @@ def load_dataset(
     ``fields`` maps these names to the file's columns, e.g. ``{"question": "q", "gold": "answer"}``,
     or ``{"options": "A,B,C,D"}`` for option columns.
 
-    ``limit`` keeps a seeded random subset in original order; ``shuffle_options`` permutes each
+    A trailing ``[lo:hi]`` (``winogrande:dev[0:400]``) takes a fixed, seed-independent pseudo-random
+    part of the split, so ``[0:400]`` and ``[400:]`` are disjoint. ``limit`` keeps a seeded random subset in original order; ``shuffle_options`` permutes each
     item's options with an rng derived from (seed, item id). ``skip_invalid`` skips bad rows and
     counts them in ``n_skipped`` instead of raising.
     """
     fields = _check_fields(fields)
-    spec = str(spec)
+    spec, window = _split_slice(str(spec))
     if spec.strip().startswith("hf:"):
         name, rows = _load_hf(spec, fields)
     elif _is_file_spec(spec):
@@ -1043,6 +1068,9 @@ def load_dataset(
         _check_subsets(info, root, split, subsets)
         name, rows = _canonical(info, subsets, split), info.loader(root, split, subsets)
     items, skipped = _collect(rows, skip_invalid)
+    if window is not None:
+        items = _slice_partition(items, window, seed)
+        name = f"{name}[{window[0] if window[0] is not None else ''}:{window[1] if window[1] is not None else ''}]"
     if not items:
         raise DataError(f"{name}: no items" + (f" ({skipped} invalid rows skipped)" if skipped else ""))
     items = _subsample(items, limit, seed)
