@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean experiments-cogcalib
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The CogCalib study on the embedded model (issue 4): about an hour on 2 cores; cells are cached.
+experiments-cogcalib: setup
+	$(VENV)/bin/calibtune compare --config experiments/cogcalib.yaml
 
 bench: setup
 	$(PY) benchmarks/bench_metrics.py

@@ -306,8 +306,10 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     """Read and validate a YAML config; ``overrides`` (CLI flags) win, ``training.*`` keys included."""
     import yaml
 
-    text = Path(path).read_text(encoding="utf-8")
-    raw = yaml.safe_load(text) or {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     for key, value in (overrides or {}).items():

@@ -1,0 +1,64 @@
+"""`calibtune compare`: a small grid on the tiny model; finished cells are never recomputed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calibtune import compare
+from calibtune.compare import SUMMARY_COLUMNS, load_compare_config, run_compare
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    words = ["Paris", "Berlin", "Rome", "cat", "dog", "fish", "red", "blue"]
+    rows = [{"id": f"i{i}", "question": f"Which {words[i % 8]}?", "options": [words[(i + j) % 8] for j in range(3)],
+             "answer": i % 3} for i in range(12)]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data, tmp_path / "out"
+
+
+def _config(tmp_path: Path, model_dir: Path) -> Path:
+    data, out = _files(tmp_path)
+    cfg = {
+        "name": "tiny", "model": str(model_dir), "out": str(out), "probe": {"n_prompts": 2, "shots": 0},
+        "train": {"lora": {"r": 2, "alpha": 4}, "training": {"per_device_train_batch_size": 4, "max_steps": 3,
+                                                              "learning_rate": 0.01}},
+        "tasks": [{"name": "toy", "train": f"{data}", "heldout": f"{data}", "test": [f"{data}"], "seeds": [0]}],
+        "methods": [{"name": "base"}, {"name": "sft", "objective": "ce"}, {"name": "ts", "temperature_of": "sft"},
+                    {"name": "cols", "objective": "cogcalib", "objective_params": {"alpha": 0.1},
+                     "known_source": "nll", "refit_every": 1}],
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_grid_runs_and_resumes_without_recomputing(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    cfg = load_compare_config(_config(tmp_path, tiny_model_dir))
+    summary = run_compare(cfg, progress=False)
+    with summary.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    assert sorted(r["method"] for r in rows) == ["base", "cols", "sft", "ts"]
+    ts = next(r for r in rows if r["method"] == "ts")
+    assert float(ts["temperature"]) > 0
+    for method in ("base", "sft", "ts", "cols"):
+        assert list((Path(cfg.out) / "toy" / "seed0" / method).glob("*.predictions.jsonl"))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(compare, "run_cell", boom)
+    assert run_compare(cfg, progress=False) == summary
+
+
+def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nout: o\ntasks: []\nmethods: [{name: a, objektive: ce}]\n")
+    with pytest.raises(ValueError, match="methods.0.objektive"):
+        load_compare_config(bad)
