@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtune.compare import SUMMARY_COLUMNS, _evaluate, load_compare_config
+from calibtune.compare import SUMMARY_COLUMNS, evaluate_sets, load_compare_config
 from calibtune.data import load_dataset
+from calibtune.models import load_model
 from calibtune.predictions import atomic_write
 from calibtune.probing import ProbeConfig, run_probe
 from calibtune.training import TrainConfig, run_training
@@ -84,7 +85,8 @@ def main() -> None:
                 "eval_every": args.eval_every,
                 "training": {**cfg.train["training"], "output_dir": str(WORK / name)}})
             summary = run_training(tc, progress=False)
-            results = _evaluate(cfg, str(WORK / name), [("openbookqa:test", 300)], args.seed, cell)
+            model, tok = load_model(cfg.model, dtype=cfg.dtype, adapter=str(WORK / name))
+            results = evaluate_sets(cfg, model, tok, [("openbookqa:test", 300)], args.seed, cell)
             record = {"ratio": name, "unknown": n_u, "known": n_k, "ids": sorted(chosen), "results": results,
                       "curve": summary["curve"], "train_loss": summary["train"].get("train_loss")}
             with atomic_write(done) as fh:

@@ -15,7 +15,6 @@ from calibtune.cli import app
 from calibtune.data import MCItem, OpenItem, load_dataset
 from calibtune.probing import (
     ProbeConfig,
-    ProbeRecord,
     categorize_mc,
     categorize_open,
     exact_match,

@@ -101,24 +101,27 @@ def _probe(cfg: CompareConfig, spec: str, limit: int | None, seed: int, out: Pat
     return float(np.mean([r.known for r in run_probe(pc).records]))
 
 
-def _evaluate(cfg: CompareConfig, adapter: str | None, specs: list[tuple[str, int | None]], seed: int,
-              out: Path, temperature: float | None = None) -> list[dict[str, Any]]:
-    """Score ``specs`` with the (adapted) model; write one predictions file per set; return metric rows."""
+def _score(cfg: CompareConfig, model, tok, spec: str, limit: int | None, seed: int):
+    """The data set and its per-item option log-probabilities under ``model``."""
     from .data import load_dataset
-    from .evaluate import predictions_rows
-    from .metrics import pad_probabilities, summarize
-    from .models import load_model
-    from .predictions import write_jsonl
     from .prompts import build_requests, get_template
     from .scoring import score
 
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, adapter=adapter)
-    template = get_template(cfg.template, tok)
+    ds = load_dataset(spec, limit=limit, seed=seed)
+    requests = build_requests(ds.items, get_template(cfg.template, tok), cfg.scoring)
+    return ds, score(model, tok, requests, scoring=cfg.scoring, normalize=cfg.normalize, progress=False)
+
+
+def evaluate_sets(cfg: CompareConfig, model, tok, specs: list[tuple[str, int | None]], seed: int, out: Path,
+                  temperature: float | None = None) -> list[dict[str, Any]]:
+    """Score ``specs``; write one predictions file per set into ``out``; return one metric row per set."""
+    from .evaluate import predictions_rows
+    from .metrics import pad_probabilities, summarize
+    from .predictions import write_jsonl
+
     rows = []
     for spec, limit in specs:
-        ds = load_dataset(spec, limit=limit, seed=seed)
-        logprobs = score(model, tok, build_requests(ds.items, template, cfg.scoring), scoring=cfg.scoring,
-                         normalize=cfg.normalize, progress=False)
+        ds, logprobs = _score(cfg, model, tok, spec, limit, seed)
         if temperature is not None:
             logprobs = [lp / temperature - np.logaddexp.reduce(lp / temperature) for lp in logprobs]
         preds = predictions_rows(ds.name, cfg.scoring, ds.items, logprobs)
@@ -134,21 +137,9 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _heldout_logprobs(cfg: CompareConfig, adapter: str | None, task: Task, seed: int) -> tuple[list, list[int]]:
-    from .data import load_dataset
-    from .models import load_model
-    from .prompts import build_requests, get_template
-    from .scoring import score
-
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, adapter=adapter)
-    ds = load_dataset(task.heldout, limit=task.heldout_limit, seed=seed)
-    lps = score(model, tok, build_requests(ds.items, get_template(cfg.template, tok), cfg.scoring),
-                scoring=cfg.scoring, normalize=cfg.normalize, progress=False)
-    return lps, [it.gold for it in ds.items]
-
-
 def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Path) -> dict[str, Any]:
     """Train (if needed) and evaluate one cell; returns its record (also written to ``cell.json``)."""
+    from .models import load_model
     from .posthoc import TemperatureScaling
     from .training import TrainConfig, run_training
 
@@ -161,8 +152,6 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     if method.temperature_of:
         source = cell_dir.parent / method.temperature_of / "adapter"
         adapter = str(source) if source.is_dir() else None
-        lps, labels = _heldout_logprobs(cfg, adapter, task, seed)
-        temperature = TemperatureScaling().fit(lps, labels).temperature_
     elif method.objective:
         probe = cell_dir / "probe.jsonl" if method.known_source != "none" else None
         if probe is not None:
@@ -179,8 +168,12 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
         record["thresholds"] = summary["thresholds"]
         record["train_loss"] = summary["train"].get("train_loss")
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, adapter=adapter)
+    if method.temperature_of:  # fitted on the held-out split, never on a test set
+        held_out, logprobs = _score(cfg, model, tok, task.heldout, task.heldout_limit, seed)
+        temperature = TemperatureScaling().fit(logprobs, [it.gold for it in held_out.items]).temperature_
     record["temperature"] = temperature
-    record["results"] = _evaluate(cfg, adapter, specs, seed, cell_dir, temperature)
+    record["results"] = evaluate_sets(cfg, model, tok, specs, seed, cell_dir, temperature)
     with atomic_write(cell_dir / "cell.json") as fh:
         json.dump(record, fh, indent=1)
     return record

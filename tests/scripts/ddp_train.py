@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_training import make_items  # noqa: E402
