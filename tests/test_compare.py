@@ -62,3 +62,48 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
     bad.write_text("name: x\nout: o\ntasks: []\nmethods: [{name: a, objektive: ce}]\n")
     with pytest.raises(ValueError, match="methods.0.objektive"):
         load_compare_config(bad)
+
+
+def test_sigkill_mid_grid_then_restart_finishes_the_same_cells(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def launch(cfg_path: Path) -> subprocess.Popen:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        return subprocess.Popen([sys.executable, "-m", "calibtune.cli", "compare", "--config", str(cfg_path),
+                                 "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    (tmp_path / "ref").mkdir()
+    reference = load_compare_config(_config(tmp_path / "ref", tiny_model_dir))
+    run_compare(reference, progress=False)
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    cfg_path = _config(killed_dir, tiny_model_dir)
+    cfg = load_compare_config(cfg_path)
+    proc = launch(cfg_path)
+    cells = Path(cfg.out)
+    deadline = time.time() + 300
+    while not list(cells.glob("*/seed*/*/cell.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in cells.glob("*/seed*/*/cell.json")}
+    assert 1 <= len(finished) < 4, "the kill must land mid-grid"
+    proc = launch(cfg_path)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    ref_cells = {p.relative_to(reference.out) for p in Path(reference.out).glob("*/seed*/*/cell.json")}
+    got_cells = {p.relative_to(cells) for p in cells.glob("*/seed*/*/cell.json")}
+    assert got_cells == ref_cells
+    with (Path(reference.out) / "summary.csv").open() as fh:
+        ref_rows = {(r["method"], Path(r["eval_data"]).name): r for r in csv.DictReader(fh)}
+    with (cells / "summary.csv").open() as fh:
+        got_rows = {(r["method"], Path(r["eval_data"]).name): r for r in csv.DictReader(fh)}
+    assert set(got_rows) == set(ref_rows)
+    for key, row in got_rows.items():
+        for col in ("n", "accuracy", "ece", "brier", "nll"):
+            assert float(row[col]) == pytest.approx(float(ref_rows[key][col]), abs=1e-6), (key, col)

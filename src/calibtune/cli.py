@@ -306,3 +306,7 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
     """calibtune: measure and fix the calibration of fine-tuned LLMs."""
+
+
+if __name__ == "__main__":
+    app()

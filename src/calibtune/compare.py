@@ -50,6 +50,7 @@ class Method(BaseModel):
     known_source: str = "none"
     style_steps: int = 0
     refit_every: int = 20
+    estep: str = "epoch"  # RCFT: E-step every epoch (paper) or once (released code)
     temperature_of: str | None = None  # ts: the method whose model is temperature-scaled
 
 
@@ -161,6 +162,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             "train_limit": task.train_limit, "seed": seed, "template": cfg.template, "scoring": cfg.scoring,
             "normalize": cfg.normalize, "objective": method.objective, "objective_params": method.objective_params,
             "known_source": method.known_source, "style_steps": method.style_steps, "refit_every": method.refit_every,
+            "estep": method.estep,
             "probe": str(probe) if probe is not None else None,
             "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})
         summary = run_training(tc, progress=False)
