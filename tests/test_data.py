@@ -431,3 +431,12 @@ def test_slices_of_one_split_are_disjoint_and_cover_it() -> None:
     assert len(ids_a) == 400 and len(ids_b) == 1267 - 400 and not ids_a & ids_b
     assert a.name == "winogrande:dev[0:400]"
     assert load_dataset("winogrande:dev[0:400]", data_dir=DATA_DIR, seed=5).items == a.items  # seed-independent
+
+
+def test_mixture_spec_concatenates_parts() -> None:
+    mix = load_dataset("openbookqa:test[0:50]+arc-challenge:test[0:30]", data_dir=DATA_DIR)
+    assert len(mix.items) == 80 and mix.name == "openbookqa:test[0:50]+arc-challenge:test[0:30]"
+    assert {it.source for it in mix.items} == {"openbookqa", "arc-challenge"}
+    assert len(load_dataset("openbookqa:test[0:50]+arc-challenge:test[0:30]", data_dir=DATA_DIR, limit=20).items) == 20
+    with pytest.raises(DataError, match="more than one part"):
+        load_dataset("openbookqa:test[0:50]+openbookqa:test[40:60]", data_dir=DATA_DIR)

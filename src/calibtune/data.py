@@ -1055,6 +1055,9 @@ def load_dataset(
     counts them in ``n_skipped`` instead of raising.
     """
     fields = _check_fields(fields)
+    if "+" in str(spec) and not _is_file_spec(str(spec)):
+        return _load_mixture(str(spec), data_dir=data_dir, limit=limit, seed=seed, shuffle_options=shuffle_options,
+                             skip_invalid=skip_invalid)
     spec, window = _split_slice(str(spec))
     if spec.strip().startswith("hf:"):
         name, rows = _load_hf(spec, fields)
@@ -1077,6 +1080,24 @@ def load_dataset(
     if shuffle_options:
         items = [shuffle_item_options(it, seed) if isinstance(it, MCItem) else it for it in items]
     return Dataset(name=name, items=tuple(items), n_skipped=skipped)
+
+
+def _load_mixture(spec: str, *, data_dir, limit: int | None, seed: int, shuffle_options: bool,
+                  skip_invalid: bool) -> Dataset:
+    """``a+b+c``: the items of several specs together (e.g. a training mixture of MMLU, MedMCQA and
+    OpenBookQA slices), ids kept unique; ``limit`` then samples from the union."""
+    parts = [load_dataset(part.strip(), data_dir=data_dir, shuffle_options=shuffle_options, seed=seed,
+                          skip_invalid=skip_invalid) for part in spec.split("+")]
+    items: list = []
+    seen: set[str] = set()
+    for part in parts:
+        for it in part.items:
+            if it.id in seen:
+                raise DataError(f"{spec}: item id {it.id!r} appears in more than one part of the mixture")
+            seen.add(it.id)
+            items.append(it)
+    items = _subsample(items, limit, seed)
+    return Dataset(name="+".join(p.name for p in parts), items=tuple(items), n_skipped=sum(p.n_skipped for p in parts))
 
 
 def exemplar_pool(spec: str, *, data_dir: str | os.PathLike | None = None) -> Dataset | None:
