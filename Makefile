@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean experiments-cogcalib
+.PHONY: setup demo test bench clean experiments-cogcalib experiments-cft
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: setup
 # The CogCalib study on the embedded model (issue 4): about an hour on 2 cores; cells are cached.
 experiments-cogcalib: setup
 	$(VENV)/bin/calibtune compare --config experiments/cogcalib.yaml
+
+# CFT/RCFT study (issue 5)
+experiments-cft: setup
+	$(VENV)/bin/calibtune compare --config experiments/cft.yaml
 
 bench: setup
 	$(PY) benchmarks/bench_metrics.py
