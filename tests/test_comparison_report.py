@@ -47,7 +47,7 @@ def _make_tree(root: Path, seeds: tuple[int, ...] = (0, 1), n: int = 40) -> dict
                 "task": "toy", "method": method, "seed": seed, "train_data": "toy:train", "temperature": None,
                 "train_seconds": 1.0, "results": [{"eval_data": EVAL, "n": n}]}))
             if method != "ts":
-                curve = [{"step": s, "heldout_accuracy": 0.3 + 0.05 * s + 0.01 * seed, "heldout_ece": 0.2 - 0.02 * s,
+                curve = [{"step": s, "heldout_accuracy": 0.3 + 0.05 * s + 0.01 * seed, "heldout_ece": 0.05 * scale - 0.01 * s,
                           "heldout_confidence": 0.5, "heldout_nll": 1.2} for s in range(0, 8, 2)]
                 (cell / "adapter").mkdir()
                 (cell / "adapter" / "curve.json").write_text(json.dumps(curve))
