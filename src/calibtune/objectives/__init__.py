@@ -4,7 +4,8 @@ Every objective takes ``scores (B, K_max)`` (``-inf`` in unused option columns) 
 and returns per-sample losses ``(B,)``; the trainer reduces them. Each lives in one module as a config
 dataclass plus a ``loss`` function, registered by name in ``OBJECTIVES``:
 
-``ce``, ``ls``, ``mbls``, ``ecp``, ``focal``, ``sft`` (needs log-prob scores), ``cogcalib`` (needs ``known``).
+``ce``, ``ls``, ``mbls``, ``ecp``, ``focal``, ``sft`` (needs log-prob scores), ``cogcalib`` (needs ``known``),
+``rcft`` (needs ``bin_accuracy``, ``bin_count`` from ``e_step``; preset ``rcft-code`` in ``PRESETS``).
 """
 
 from .base import Objective, option_log_probs, per_sample_nll
@@ -14,12 +15,13 @@ from .ecp import ECPConfig
 from .focal import FocalConfig
 from .label_smoothing import LabelSmoothingConfig
 from .mbls import MbLSConfig
-from .registry import OBJECTIVES, get_objective
+from .rcft import RCFTConfig, e_step, rcft_code
+from .registry import OBJECTIVES, PRESETS, get_objective
 from .sft import SFTConfig
 from .youden import Threshold, youden_threshold
 
 __all__ = [
-    "OBJECTIVES", "CEConfig", "CogCalibConfig", "ECPConfig", "FocalConfig", "LabelSmoothingConfig", "MbLSConfig",
-    "Objective", "SFTConfig", "Threshold", "get_objective", "option_log_probs", "per_sample_nll",
-    "youden_threshold",
+    "OBJECTIVES", "PRESETS", "CEConfig", "CogCalibConfig", "ECPConfig", "FocalConfig", "LabelSmoothingConfig",
+    "MbLSConfig", "Objective", "RCFTConfig", "SFTConfig", "Threshold", "e_step", "get_objective", "option_log_probs",
+    "per_sample_nll", "rcft_code", "youden_threshold",
 ]

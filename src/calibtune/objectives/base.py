@@ -95,8 +95,9 @@ def check_flag(objective: str, name: str, value: Any) -> None:
 class Objective:
     """Base of every objective: a frozen config dataclass of hyper-parameters that is callable as the loss.
 
-    ``objective(scores, labels, **state)`` returns per-sample losses ``(B,)``; ``state`` must be exactly
-    ``known`` (a bool tensor ``(B,)``) when ``needs_known`` and empty otherwise. Subclasses set ``name``,
+    ``objective(scores, labels, **state)`` returns per-sample losses ``(B,)``; ``state`` must hold exactly
+    the keyword tensors named in ``state_keys``, which defaults to ``("known",)`` (a bool tensor ``(B,)``)
+    when ``needs_known`` and ``()`` otherwise; a subclass needing other state sets it. Subclasses set ``name``,
     ``loss_fn`` (the module's ``loss``, whose keyword arguments are the config fields) and the two flags:
     ``needs_known`` (the trainer must pass the known indicator) and ``needs_logprob_scores`` (the scorer
     must return log-probabilities of the answer: cloze with ``normalize="sum"``, or letter with
@@ -107,13 +108,19 @@ class Objective:
     loss_fn: ClassVar[Callable[..., Tensor]]
     needs_known: ClassVar[bool] = False
     needs_logprob_scores: ClassVar[bool] = False
+    state_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "state_keys" not in cls.__dict__:
+            cls.state_keys = ("known",) if cls.needs_known else ()
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters as a dict (the keyword arguments of ``loss_fn``)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __call__(self, scores: Tensor, labels: Tensor, **state: Tensor) -> Tensor:
-        expected = {"known"} if self.needs_known else set()
+        expected = set(self.state_keys)
         if set(state) != expected:
             raise ValueError(f"Expected state {sorted(expected)} for objective {self.name!r}, but got {sorted(state)}.")
         return type(self).loss_fn(scores, labels, **state, **self.params())

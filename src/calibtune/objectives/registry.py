@@ -1,7 +1,9 @@
-"""Objectives by name: ``OBJECTIVES`` and ``get_objective``."""
+"""Objectives by name: ``OBJECTIVES`` (config classes), ``PRESETS`` (functions building one) and ``get_objective``."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -12,24 +14,29 @@ from .ecp import ECPConfig
 from .focal import FocalConfig
 from .label_smoothing import LabelSmoothingConfig
 from .mbls import MbLSConfig
+from .rcft import RCFTConfig, rcft_code
 from .sft import SFTConfig
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
-    for cls in (CEConfig, LabelSmoothingConfig, MbLSConfig, ECPConfig, FocalConfig, SFTConfig, CogCalibConfig)
+    for cls in (CEConfig, LabelSmoothingConfig, MbLSConfig, ECPConfig, FocalConfig, SFTConfig, CogCalibConfig,
+                RCFTConfig)
 }
+
+# A preset's parameters are its function's; it returns a registered class with other defaults.
+PRESETS: dict[str, Callable[..., Objective]] = {"rcft-code": rcft_code}
 
 
 def get_objective(name: str, **params: Any) -> Objective:
-    """Build the objective registered as ``name`` with hyper-parameters ``params``.
+    """Build the objective registered (or preset) as ``name`` with hyper-parameters ``params``.
 
     Raises ``ValueError`` for an unknown name, an unknown parameter or an invalid value, listing what is valid.
     """
-    if name not in OBJECTIVES:
-        raise ValueError(f"Expected objective to be one of {sorted(OBJECTIVES)}, but got {name!r}.")
-    cls = OBJECTIVES[name]
-    valid = [f.name for f in fields(cls)]
+    if name not in OBJECTIVES and name not in PRESETS:
+        raise ValueError(f"Expected objective to be one of {sorted({*OBJECTIVES, *PRESETS})}, but got {name!r}.")
+    build = PRESETS[name] if name in PRESETS else OBJECTIVES[name]
+    valid = list(inspect.signature(build).parameters) if name in PRESETS else [f.name for f in fields(build)]
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(f"Unknown parameter(s) {unknown} for objective {name!r}; valid parameters: {valid}.")
-    return cls(**params)
+    return build(**params)
