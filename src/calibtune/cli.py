@@ -281,18 +281,21 @@ def train_cmd(
 def compare_cmd(
     config: Annotated[Path, typer.Option(help="Experiment YAML: model, tasks (train/held-out/test/ood sets, seeds), methods.")],
     task: Annotated[Optional[list[str]], typer.Option(help="Run only these tasks (repeatable); results land cell by cell.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the report's intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a grid of methods x tasks x seeds; finished cells are kept, a killed run continues where it stopped."""
     from .compare import load_compare_config, run_compare
+    from .comparison_report import write_report
     from .data import DataError
 
     try:
         cfg = load_compare_config(config)
         summary = run_compare(cfg, only_tasks=task, progress=progress)
+        md, html = write_report(summary.parent, n_boot=bootstrap, progress=progress)
     except (DataError, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    out.print(f"summary: {summary}")
+    out.print(f"summary: {summary}\nreport: {md}, {html}")
 
 
 def _version(value: bool) -> None:

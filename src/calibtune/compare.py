@@ -162,7 +162,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             "train_limit": task.train_limit, "seed": seed, "template": cfg.template, "scoring": cfg.scoring,
             "normalize": cfg.normalize, "objective": method.objective, "objective_params": method.objective_params,
             "known_source": method.known_source, "style_steps": method.style_steps, "refit_every": method.refit_every,
-            "estep": method.estep,
+            "estep": method.estep, "eval_data": task.heldout, "eval_limit": task.heldout_limit,
             "probe": str(probe) if probe is not None else None,
             "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})
         summary = run_training(tc, progress=False)
