@@ -26,10 +26,16 @@ NEG_INF = -math.inf
 LOG3 = math.log(3.0)
 
 
+def state_for(objective, known: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The state an objective declares: ``known`` as given; RCFT's bins all populated (acc .5, count 4)."""
+    values = {"known": known, "bin_accuracy": torch.full((10,), 0.5), "bin_count": torch.full((10,), 4.0)}
+    return {k: values[k] for k in objective.state_keys}
+
+
 def call(name: str, scores: torch.Tensor, labels: torch.Tensor, **params) -> torch.Tensor:
-    """Run a registered objective, passing ``known`` = all True when it needs one."""
+    """Run a registered objective, passing ``known`` = all True (and RCFT's bins) when it needs them."""
     objective = get_objective(name, **params)
-    state = {"known": torch.ones(len(labels), dtype=torch.bool)} if objective.needs_known else {}
+    state = state_for(objective, torch.ones(len(labels), dtype=torch.bool))
     if objective.needs_logprob_scores:
         scores = torch.log_softmax(scores, dim=-1)
     return objective(scores, labels, **state)
@@ -215,7 +221,7 @@ def test_gradcheck(name, params):
     base[2, 2:] = NEG_INF
     labels = torch.tensor([1, 3, 0])
     objective = get_objective(name, **params)
-    state = {"known": torch.tensor([True, False, True])} if objective.needs_known else {}
+    state = state_for(objective, torch.tensor([True, False, True]))
     if objective.needs_logprob_scores:
         base = torch.log_softmax(base, dim=-1) - 0.1  # strictly negative: eps-perturbations stay <= 0
     scores = base.clone().requires_grad_(True)
@@ -252,7 +258,7 @@ def test_helpers():
 def test_input_errors(scores, labels, match):
     for name in OBJECTIVES:
         objective = get_objective(name)
-        state = {"known": torch.ones(len(labels), dtype=torch.bool)} if objective.needs_known else {}
+        state = state_for(objective, torch.ones(len(labels), dtype=torch.bool))
         with pytest.raises(ValueError, match=match):
             objective(scores, labels, **state)
 
@@ -260,7 +266,7 @@ def test_input_errors(scores, labels, match):
 # ---------------------------------------------------------------- registry
 
 def test_registry_contents_and_flags():
-    assert set(OBJECTIVES) == {"ce", "ls", "mbls", "ecp", "focal", "sft", "cogcalib"}
+    assert set(OBJECTIVES) == {"ce", "ls", "mbls", "ecp", "focal", "sft", "cogcalib", "rcft"}
     assert [n for n, c in OBJECTIVES.items() if c.needs_known] == ["cogcalib"]
     for name, cls in OBJECTIVES.items():
         assert cls.name == name
@@ -271,7 +277,7 @@ def test_registry_contents_and_flags():
         # config fields are exactly the loss function's hyper-parameters, with the same defaults
         signature = inspect.signature(cls.loss_fn)
         hyper = {p.name: p.default for p in signature.parameters.values()
-                 if p.kind is p.KEYWORD_ONLY and p.name != "known"}
+                 if p.kind is p.KEYWORD_ONLY and p.name not in cls.state_keys}
         assert hyper == config.params()
 
 
@@ -284,7 +290,7 @@ def test_defaults():
 
 
 @pytest.mark.parametrize(("name", "params", "match"), [
-    ("nope", {}, r"one of \['ce', 'cogcalib', 'ecp', 'focal', 'ls', 'mbls', 'sft'\]"),
+    ("nope", {}, r"one of \['ce', 'cogcalib', 'ecp', 'focal', 'ls', 'mbls', 'rcft', 'rcft-code', 'sft'\]"),
     ("ls", {"eps": 0.1}, r"valid parameters: \['epsilon'\]"),
     ("ce", {"epsilon": 0.1}, r"valid parameters: \[\]"),
     ("ls", {"epsilon": 1.5}, r"`epsilon`.*\[0.0, 1.0\]"),
