@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -225,3 +226,17 @@ def test_train_cli_rejects_a_bad_config(tiny_model_dir: Path, tmp_path: Path) ->
     bad = _config(tmp_path, tiny_model_dir, objective="cogcalib", known_source="probe")
     res = CliRunner().invoke(app, ["train", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
     assert res.exit_code == 2 and "probe" in res.output
+
+
+@pytest.mark.parametrize(("objective", "estep", "expected"), [("rcft", "epoch", 2), ("rcft-code", "once", 1)])
+def test_rcft_e_step_runs_per_epoch_or_once(tiny_model_dir: Path, tmp_path: Path, objective: str, estep: str,
+                                            expected: int) -> None:
+    trainer, _ = _trainer(tiny_model_dir, tmp_path, objective=objective, estep=estep, max_steps=-1,
+                          num_train_epochs=2)
+    trainer.train()
+    assert len(trainer.estep_history) == expected
+    first = trainer.estep_history[0]
+    assert first["step"] == 0 and sum(first["bin_count"]) == 16  # the whole training set, before any update
+    assert all(0.0 <= a <= 1.0 for a in first["bin_accuracy"])
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert all(np.isfinite(losses))

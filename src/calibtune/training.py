@@ -49,11 +49,14 @@ class CalibrationTrainingArguments(TrainingArguments):
     known_source: str = field(default="none", metadata={"help": "CogCalib known indicator: probe labels or online NLL threshold."})
     style_steps: int = field(default=0, metadata={"help": "Steps of plain CE before the calibration regulariser starts."})
     refit_every: int = field(default=20, metadata={"help": "Steps between Youden's-J refits of the NLL threshold."})
+    estep: str = field(default="epoch", metadata={"help": "RCFT E-step over the training set: every 'epoch' (paper) or 'once' (released code)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.known_source not in KNOWN_SOURCES:
             raise ValueError(f"known_source must be one of {KNOWN_SOURCES}, got {self.known_source!r}")
+        if self.estep not in ("epoch", "once"):
+            raise ValueError(f"estep must be 'epoch' or 'once', got {self.estep!r}")
         if self.scoring not in ("letter", "cloze"):
             raise ValueError(f"scoring must be 'letter' or 'cloze', got {self.scoring!r}")
         self.remove_unused_columns = False  # our batches carry labels/known flags the model never sees
@@ -118,6 +121,37 @@ class CalibrationTrainer(Trainer):
         self.threshold_history: list[dict[str, float]] = []
         self._window: list[torch.Tensor] = []
         self._last_refit = 0
+        self.state_keys = set(getattr(self.objective, "state_keys", ("known",) if self.objective.needs_known else ()))
+        self.bins: dict[str, torch.Tensor] | None = None  # RCFT: per-bin accuracy and count from the E-step
+        self.estep_history: list[dict[str, Any]] = []
+        if "bin_accuracy" in self.state_keys:
+            self.add_callback(_EStep(self))
+
+    def e_step(self, model) -> None:
+        """RCFT's E-step: score the whole training set with the current model; bin it by confidence."""
+        from .objectives.rcft import e_step
+
+        was_training = model.training
+        model.eval()
+        conf, correct = [], []
+        loader = torch.utils.data.DataLoader(self.train_dataset, batch_size=self.args.per_device_train_batch_size,
+                                             collate_fn=self.data_collator)
+        with torch.inference_mode():
+            for batch in loader:
+                batch = self._prepare_inputs(batch)
+                scores = self.scorer.forward(model, {k: v for k, v in batch.items() if k not in ("labels", "known")})
+                p = torch.softmax(scores.float(), dim=-1)
+                conf.append(p.max(-1).values.cpu())
+                correct.append((p.argmax(-1) == batch["labels"]).cpu())
+        if was_training:
+            model.train()
+        accuracy, count = e_step(torch.cat(conf).numpy(), torch.cat(correct).numpy(),
+                                 n_bins=getattr(self.objective, "n_bins", 10))
+        device = self.args.device
+        self.bins = {"bin_accuracy": torch.as_tensor(accuracy, device=device),
+                     "bin_count": torch.as_tensor(count, device=device)}
+        self.estep_history.append({"step": self.state.global_step, "bin_accuracy": np.asarray(accuracy).tolist(),
+                                   "bin_count": np.asarray(count).tolist()})
 
     def _known(self, nll: torch.Tensor, probe_known: torch.Tensor) -> torch.Tensor:
         """The known indicator for this batch (all False during style adaptation)."""
@@ -166,10 +200,13 @@ class CalibrationTrainer(Trainer):
             self._remember(nll, probe_known)
         if self.state.global_step < self.args.style_steps:
             per_item = get_objective("ce")(scores, labels)  # style adaptation: the task format first
-        elif self.objective.needs_known:
-            per_item = self.objective(scores, labels, known=self._known(nll, probe_known))
         else:
-            per_item = self.objective(scores, labels)
+            state: dict[str, torch.Tensor] = {}
+            if "known" in self.state_keys:
+                state["known"] = self._known(nll, probe_known)
+            if "bin_accuracy" in self.state_keys:
+                state.update(self.bins)
+            per_item = self.objective(scores, labels, **state)
         if num_items_in_batch is not None and model.training:
             loss = per_item.sum() / num_items_in_batch
             if self.args.average_tokens_across_devices:
@@ -177,6 +214,17 @@ class CalibrationTrainer(Trainer):
         else:
             loss = per_item.mean()
         return (loss, {"scores": scores}) if return_outputs else loss
+
+
+class _EStep(TrainerCallback):
+    """Runs the trainer's RCFT E-step before the first epoch and, with ``estep="epoch"``, before every epoch."""
+
+    def __init__(self, trainer: CalibrationTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        if self.trainer.bins is None or args.estep == "epoch":
+            self.trainer.e_step(model)
 
 
 class CalibrationCurveCallback(TrainerCallback):
@@ -298,6 +346,7 @@ class TrainConfig(BaseModel):
     known_source: str = "none"
     style_steps: int = 0
     refit_every: int = 20
+    estep: str = "epoch"
     eval_every: int = 0
     training: dict[str, Any] = Field(default_factory=dict, description="any transformers TrainingArguments field")
 
@@ -332,7 +381,7 @@ def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
         return CalibrationTrainingArguments(
             objective=cfg.objective, objective_params=cfg.objective_params, scoring=cfg.scoring,
             normalize=cfg.normalize, known_source=cfg.known_source, style_steps=cfg.style_steps,
-            refit_every=cfg.refit_every, **kwargs)
+            refit_every=cfg.refit_every, estep=cfg.estep, **kwargs)
     except TypeError as e:
         raise ValueError(f"training: {e}") from None
 
@@ -377,7 +426,8 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))
     summary = {"config": cfg.model_dump(), "train": result.metrics, "steps": trainer.state.global_step,
-               "thresholds": trainer.threshold_history, "curve": curve.curve if curve else []}
+               "thresholds": trainer.threshold_history, "e_steps": trainer.estep_history,
+               "curve": curve.curve if curve else []}
     if trainer.is_world_process_zero():
         from .predictions import atomic_write
 
