@@ -151,8 +151,13 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     t0 = time.perf_counter()
     adapter, temperature = None, None
     if method.temperature_of:
+        source_method = next((m for m in cfg.methods if m.name == method.temperature_of), None)
+        if source_method is None:
+            raise ValueError(f"method {method.name!r}: temperature_of={method.temperature_of!r} is not a method of the grid")
         source = cell_dir.parent / method.temperature_of / "adapter"
-        adapter = str(source) if source.is_dir() else None
+        if source_method.objective and not source.is_dir():
+            raise FileNotFoundError(f"{source}: the model of {method.temperature_of!r} is missing for {method.name!r}")
+        adapter = str(source) if source_method.objective else None
     elif method.objective:
         probe = cell_dir / "probe.jsonl" if method.known_source != "none" else None
         if probe is not None:
