@@ -440,3 +440,8 @@ def test_mixture_spec_concatenates_parts() -> None:
     assert len(load_dataset("openbookqa:test[0:50]+arc-challenge:test[0:30]", data_dir=DATA_DIR, limit=20).items) == 20
     with pytest.raises(DataError, match="more than one part"):
         load_dataset("openbookqa:test[0:50]+openbookqa:test[40:60]", data_dir=DATA_DIR)
+
+
+def test_exemplar_pool_of_a_slice() -> None:
+    assert exemplar_pool("arc-challenge:test[0:100]", data_dir=DATA_DIR).name == "arc-challenge:train"
+    assert exemplar_pool("winogrande:dev[0:500]", data_dir=DATA_DIR) is None

@@ -1104,8 +1104,9 @@ def exemplar_pool(spec: str, *, data_dir: str | os.PathLike | None = None) -> Da
     """Items to draw few-shot exemplars from for ``spec``: another labelled split of the same data
     set (and same subsets), e.g. MMLU dev for MMLU test, ARC/OBQA/CSQA train; ``None`` when the
     data set has no other labelled split (and for file / hf: specs)."""
-    if spec.strip().startswith("hf:") or _is_file_spec(spec):
+    if "+" in spec or spec.strip().startswith("hf:") or _is_file_spec(spec):
         return None
+    spec, _ = _split_slice(spec)  # a slice of a split draws exemplars like its whole split
     info, subsets, split = _resolve(spec)
     pool = next((s for s in info.pool_splits if s != split), None)
     if pool is None:
