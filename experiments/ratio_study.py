@@ -1,11 +1,12 @@
 """The CogCalib ratio study on the embedded model: a fixed training-set size, unknown:known = 5:0 ... 0:5.
 
-Known/unknown come from probing the base model (``calibtune probe`` settings of experiments/cogcalib.yaml)
-on a pool of OpenBookQA train items; each ratio trains plain SFT (CE, LoRA) on a seeded sample with
+Known/unknown come from probing the base model (``calibtune probe`` settings of experiments/cogcalib.yaml,
+scored with the per-token mean cloze the model is trained and evaluated with) on a pool of OpenBookQA
+train items; each ratio trains plain SFT (CE, LoRA) on a seeded sample with
 that mix, evaluates on OpenBookQA test, and records, every few steps, mean confidence and accuracy on
 held-out OpenBookQA dev items split by the base model's knowledge of them.
 
-Usage: .venv/bin/python experiments/ratio_study.py [--size 150] [--pool 500] [--seed 0]
+Usage: .venv/bin/python experiments/ratio_study.py [--size 150] [--pool 800] [--seed 0]
 Writes experiments/results/ratio/{summary.csv, curves.json, <ratio>/*.predictions.jsonl}; finished
 ratios are kept (re-running continues). The sampled training files go to runs/ratio (not in git).
 """
@@ -32,7 +33,8 @@ WORK = ROOT.parent / "runs" / "ratio"
 
 
 def probe_known(cfg, spec: str, limit: int, seed: int) -> dict[str, bool]:
-    pc = ProbeConfig(model=cfg.model, data=spec, limit=limit, seed=seed, scoring=cfg.scoring, template=cfg.template,
+    pc = ProbeConfig(model=cfg.model, data=spec, limit=limit, seed=seed, scoring=cfg.scoring, normalize=cfg.normalize,
+                     template=cfg.template,
                      n_prompts=cfg.probe.n_prompts, shots=cfg.probe.shots, known_rule=cfg.probe.known_rule,
                      progress=False)
     return {r.id: bool(r.known) for r in run_probe(pc).records}
@@ -41,7 +43,7 @@ def probe_known(cfg, spec: str, limit: int, seed: int) -> dict[str, bool]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=150)
-    ap.add_argument("--pool", type=int, default=500)
+    ap.add_argument("--pool", type=int, default=800)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=4)
     args = ap.parse_args()
@@ -75,7 +77,8 @@ def main() -> None:
                                          "answer": it.gold}) + "\n")
             dev_known_file = WORK / "dev_probe.jsonl"
             run_probe(ProbeConfig(model=cfg.model, data="openbookqa:dev", limit=100, seed=args.seed,
-                                  scoring=cfg.scoring, template=cfg.template, n_prompts=cfg.probe.n_prompts,
+                                  scoring=cfg.scoring, normalize=cfg.normalize, template=cfg.template,
+                                  n_prompts=cfg.probe.n_prompts,
                                   shots=cfg.probe.shots, known_rule=cfg.probe.known_rule, out=str(dev_known_file),
                                   progress=False))
             tc = TrainConfig.model_validate({

@@ -31,7 +31,8 @@ def _config(tmp_path: Path, model_dir: Path) -> Path:
         "tasks": [{"name": "toy", "train": f"{data}", "heldout": f"{data}", "test": [f"{data}"], "seeds": [0]}],
         "methods": [{"name": "base"}, {"name": "sft", "objective": "ce"}, {"name": "ts", "temperature_of": "sft"},
                     {"name": "cols", "objective": "cogcalib", "objective_params": {"alpha": 0.1},
-                     "known_source": "nll", "refit_every": 1}],
+                     "known_source": "nll", "refit_every": 1},
+                    {"name": "rcft", "objective": "rcft", "sft_target": "question+answer"}],
     }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -44,10 +45,12 @@ def test_grid_runs_and_resumes_without_recomputing(tmp_path: Path, tiny_model_di
     with summary.open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
-    assert sorted(r["method"] for r in rows) == ["base", "cols", "sft", "ts"]
+    assert sorted(r["method"] for r in rows) == ["base", "cols", "rcft", "sft", "ts"]
     ts = next(r for r in rows if r["method"] == "ts")
     assert float(ts["temperature"]) > 0
-    for method in ("base", "sft", "ts", "cols"):
+    trained = json.loads((Path(cfg.out) / "toy" / "seed0" / "rcft" / "adapter" / "training_summary.json").read_text())
+    assert trained["config"]["sft_target"] == "question+answer" and len(trained["e_steps"]) == 1
+    for method in ("base", "sft", "ts", "cols", "rcft"):
         assert list((Path(cfg.out) / "toy" / "seed0" / method).glob("*.predictions.jsonl"))
 
     def boom(*args, **kwargs):
@@ -61,6 +64,9 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nout: o\ntasks: []\nmethods: [{name: a, objektive: ce}]\n")
     with pytest.raises(ValueError, match="methods.0.objektive"):
+        load_compare_config(bad)
+    bad.write_text("name: x\nout: o\ntasks: []\nmethods: [{name: a, objective: rcft, sft_target: question}]\n")
+    with pytest.raises(ValueError, match="methods.0.sft_target"):
         load_compare_config(bad)
 
 

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 import calibtune.probing as probing
 from calibtune.cli import app
 from calibtune.data import MCItem, OpenItem, load_dataset
+from calibtune.prompts import build_requests, get_template
+from calibtune.scoring import score
 from calibtune.probing import (
     ProbeConfig,
     categorize_mc,
@@ -174,6 +176,24 @@ def test_cache_hit_does_not_touch_the_model(tmp_path: Path, tiny_model_dir: Path
     assert out2.read_text() == Path(cfg.out).read_text()
     with pytest.raises(AssertionError, match="must not"):  # another setting is another key
         run_probe(ProbeConfig(**{**cfg.__dict__, "seed": 1}))
+    with pytest.raises(AssertionError, match="must not"):
+        run_probe(ProbeConfig(**{**cfg.__dict__, "normalize": "mean"}))
+
+
+def test_probe_scores_with_the_chosen_normalisation(tiny) -> None:
+    """The canonical answer NLL is the option-distribution NLL of the same cloze scoring as evaluation."""
+    model, tok = tiny
+    items = [MCItem(id="m", question="Which are warm?", options=("fire and stone", "water", "blue cat dog"), gold=0),
+             MCItem(id="n", question="Which is a pet?", options=("a small cat", "stone"), gold=0)]
+    canonical = build_requests(items, get_template("blob"), "cloze")
+    nll = {}
+    for normalize in ("sum", "mean"):
+        records = probe_mc(model, tok, items, pool=items, n_prompts=1, shots=0, normalize=normalize, progress=False)
+        expected = score(model, tok, canonical, scoring="cloze", normalize=normalize, progress=False)
+        for rec, lp, item in zip(records, expected, items):
+            assert rec.nll == pytest.approx(-lp[item.gold], rel=1e-6)
+        nll[normalize] = [r.nll for r in records]
+    assert nll["sum"] != pytest.approx(nll["mean"])  # multi-token options: the two scorings differ
 
 
 def test_jsonl_round_trip(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -240,3 +240,32 @@ def test_rcft_e_step_runs_per_epoch_or_once(tiny_model_dir: Path, tmp_path: Path
     assert all(0.0 <= a <= 1.0 for a in first["bin_accuracy"])
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("scoring", ["cloze", "letter"])
+def test_question_plus_answer_adds_the_prompts_lm_loss(tiny_model_dir: Path, tmp_path: Path, scoring: str) -> None:
+    items = make_items(4)
+    answer, _ = _trainer(tiny_model_dir, tmp_path / "a", items=items, lora=False, scoring=scoring)
+    joint, _ = _trainer(tiny_model_dir, tmp_path / "j", items=items, lora=False, scoring=scoring,
+                        sft_target="question+answer", question_weight=0.5)
+    features = [answer.train_dataset[i] for i in range(4)]
+    with torch.no_grad():
+        l_answer = answer.compute_loss(answer.model, answer.data_collator(features))
+        l_joint = joint.compute_loss(joint.model, joint.data_collator(features))
+        # independent: transformers' own causal-LM loss (mean over shifted tokens) of each unpadded prompt
+        lm = [joint.model(input_ids=torch.tensor([f["encoded"].context_ids]),
+                          labels=torch.tensor([f["encoded"].context_ids])).loss for f in features]
+    assert float(torch.stack(lm).mean()) > 0.1
+    torch.testing.assert_close(l_joint, l_answer + 0.5 * torch.stack(lm).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_rcft_with_question_plus_answer_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
+    trainer, _ = _trainer(tiny_model_dir, tmp_path, objective="rcft", sft_target="question+answer", max_steps=3)
+    trainer.train()
+    assert len(trainer.estep_history) == 1
+    assert all(np.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_sft_target_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sft_target"):
+        _args(tmp_path, sft_target="question")

@@ -199,6 +199,7 @@ def probe_cmd(
     data: Annotated[str, typer.Option(help="Data spec: openbookqa:train, arc-easy:test, entity-questions/P19:test, ./mine.jsonl ...")] = ...,
     out: Annotated[Path, typer.Option(help="Output JSONL, one probe record per item (written atomically).")] = ...,
     scoring: Annotated[ScoringOpt, typer.Option(help="Multiple choice: cloze (option log-likelihood) or letter.")] = ScoringOpt.cloze,
+    normalize: Annotated[str, typer.Option(help="Cloze: 'sum' of token log-probs or per-token 'mean' (as in training/eval).")] = "sum",
     template: Annotated[str, typer.Option(help="Multiple choice: blob, cft, chat, or a template file.")] = "blob",
     preset: Annotated[str, typer.Option(help="default (CPU-sized) or slick (the paper's 10 prompts, 4 shots, 16 samples).")] = "default",
     n_prompts: Annotated[Optional[int], typer.Option(help="Random few-shot prompts per item (default: the preset's).")] = None,
@@ -219,7 +220,10 @@ def probe_cmd(
     from .data import DataError
     from .probing import ProbeConfig, run_probe, summarize_probe
 
-    cfg = ProbeConfig(model=model, data=data, out=str(out), scoring=scoring.value, template=template, preset=preset,
+    if normalize not in ("sum", "mean"):
+        fail(f"--normalize must be 'sum' or 'mean', got {normalize!r}")
+    cfg = ProbeConfig(model=model, data=data, out=str(out), scoring=scoring.value, normalize=normalize,
+                      template=template, preset=preset,
                       n_prompts=n_prompts, shots=shots, n_samples=n_samples, known_rule=known_rule.value, limit=limit,
                       seed=seed, batch_size=batch_size, dtype=dtype.value, device=device,
                       data_dir=str(data_dir) if data_dir else None, cache=cache,

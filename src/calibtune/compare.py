@@ -17,7 +17,7 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +51,7 @@ class Method(BaseModel):
     style_steps: int = 0
     refit_every: int = 20
     estep: str = "epoch"  # RCFT: E-step every epoch (paper) or once (released code)
+    sft_target: Literal["answer", "question+answer"] = "answer"  # question+answer = CFT paper's L_SFT2
     temperature_of: str | None = None  # ts: the method whose model is temperature-scaled
 
 
@@ -59,6 +60,7 @@ class ProbeSettings(BaseModel):
     n_prompts: int = 3
     shots: int = 1
     known_rule: str = "any"
+    normalize: Literal["sum", "mean"] | None = None  # cloze probe: None = the grid's own normalize
 
 
 class CompareConfig(BaseModel):
@@ -97,7 +99,7 @@ def _probe(cfg: CompareConfig, spec: str, limit: int | None, seed: int, out: Pat
 
     settings = cfg.probe or ProbeSettings()
     pc = ProbeConfig(model=cfg.model, data=spec, out=str(out), limit=limit, seed=seed, scoring=cfg.scoring,
-                     template=cfg.template, n_prompts=settings.n_prompts, shots=settings.shots,
+                     normalize=settings.normalize or cfg.normalize, template=cfg.template, n_prompts=settings.n_prompts, shots=settings.shots,
                      known_rule=settings.known_rule, progress=False)
     return float(np.mean([r.known for r in run_probe(pc).records]))
 
@@ -167,7 +169,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             "train_limit": task.train_limit, "seed": seed, "template": cfg.template, "scoring": cfg.scoring,
             "normalize": cfg.normalize, "objective": method.objective, "objective_params": method.objective_params,
             "known_source": method.known_source, "style_steps": method.style_steps, "refit_every": method.refit_every,
-            "estep": method.estep, "eval_data": task.heldout, "eval_limit": task.heldout_limit,
+            "estep": method.estep, "sft_target": method.sft_target, "eval_data": task.heldout, "eval_limit": task.heldout_limit,
             "probe": str(probe) if probe is not None else None,
             "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})
         summary = run_training(tc, progress=False)

@@ -174,6 +174,7 @@ def probe_mc(
     n_prompts: int = 4,
     shots: int = 2,
     scoring: Literal["cloze", "letter"] = "cloze",
+    normalize: Literal["sum", "mean"] = "sum",
     template: str = "blob",
     known_rule: KnownRule = "any",
     seed: int = 0,
@@ -201,7 +202,8 @@ def probe_mc(
             item_perms.append(perm)
         perms.append(item_perms)
     requests += build_requests(items, tmpl, scoring)  # canonical: 0-shot, original order
-    logprobs = score(model, tokenizer, requests, scoring=scoring, batch_size=batch_size, progress=progress)
+    logprobs = score(model, tokenizer, requests, scoring=scoring, normalize=normalize, batch_size=batch_size,
+                     progress=progress)
     canonical = logprobs[len(items) * n_prompts:]
     records = []
     for i, item in enumerate(items):
@@ -412,6 +414,7 @@ class ProbeConfig:
     data: str
     out: str | None = None
     scoring: Literal["cloze", "letter"] = "cloze"
+    normalize: Literal["sum", "mean"] = "sum"  # cloze: use the scoring the model is trained and evaluated with
     template: str = "blob"
     preset: str = "default"
     n_prompts: int | None = None
@@ -452,7 +455,11 @@ def _settings(cfg: ProbeConfig, kind: str) -> dict[str, Any]:
     settings = {k: getattr(cfg, k) if getattr(cfg, k) is not None else defaults[k] for k in defaults}
     settings.update(known_rule=cfg.known_rule, seed=cfg.seed, dtype=cfg.dtype)
     if kind == "mc":
+        if cfg.normalize not in ("sum", "mean"):
+            raise ValueError(f"normalize must be 'sum' or 'mean', got {cfg.normalize!r}")
         settings.update(scoring=cfg.scoring, template=cfg.template)
+        if cfg.scoring == "cloze":
+            settings.update(normalize=cfg.normalize)
     else:
         settings.update(temperature=cfg.temperature, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
     return settings

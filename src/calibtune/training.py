@@ -11,6 +11,12 @@ online from the per-sample NLL of the training forward pass itself (``known_sour
 ``style_steps`` steps of plain CE (style adaptation) a threshold ``t`` is fitted by Youden's J on the
 NLLs of the items seen in the last ``refit_every`` steps against their probe labels (the labelled
 calibration data), and re-fitted every ``refit_every`` steps. No extra forward pass is spent.
+
+``sft_target="question+answer"`` adds the language-model loss of the prompt (question and listed options)
+to each item's loss — CFT/RCFT's ``L_SFT2``, the joint likelihood of question plus answer, where the answer
+part is the objective on the option distribution. The prompt term is the per-token mean NLL of the
+prompt's tokens (so a long question does not swamp the one-answer term), times ``question_weight``; it
+costs one more forward over the prompts.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +42,8 @@ from .prompts import Template, build_requests
 from .scoring import Encoded, make_scorer, score
 
 KNOWN_SOURCES = ("none", "probe", "nll")
+SFT_TARGETS = ("answer", "question+answer")
+_EXTRA_KEYS = ("labels", "known", "context_input_ids", "context_attention_mask")  # not the scorer's
 
 
 @dataclass
@@ -50,6 +58,8 @@ class CalibrationTrainingArguments(TrainingArguments):
     style_steps: int = field(default=0, metadata={"help": "Steps of plain CE before the calibration regulariser starts."})
     refit_every: int = field(default=20, metadata={"help": "Steps between Youden's-J refits of the NLL threshold."})
     estep: str = field(default="epoch", metadata={"help": "RCFT E-step over the training set: every 'epoch' (paper) or 'once' (released code)."})
+    sft_target: str = field(default="answer", metadata={"help": "'answer' (L_SFT1) or 'question+answer' (L_SFT2: adds the prompt's LM loss)."})
+    question_weight: float = field(default=1.0, metadata={"help": "Weight of the prompt's mean token NLL with sft_target='question+answer'."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,6 +67,10 @@ class CalibrationTrainingArguments(TrainingArguments):
             raise ValueError(f"known_source must be one of {KNOWN_SOURCES}, got {self.known_source!r}")
         if self.estep not in ("epoch", "once"):
             raise ValueError(f"estep must be 'epoch' or 'once', got {self.estep!r}")
+        if self.sft_target not in SFT_TARGETS:
+            raise ValueError(f"sft_target must be one of {SFT_TARGETS}, got {self.sft_target!r}")
+        if not self.question_weight >= 0:
+            raise ValueError(f"question_weight must be >= 0, got {self.question_weight!r}")
         if self.scoring not in ("letter", "cloze"):
             raise ValueError(f"scoring must be 'letter' or 'cloze', got {self.scoring!r}")
         self.remove_unused_columns = False  # our batches carry labels/known flags the model never sees
@@ -88,16 +102,40 @@ def build_dataset(items: Sequence[MCItem], tokenizer, template: Template, scorin
 
 @dataclass
 class MCCollator:
-    """Batches items with the scorer's own ``collate`` and adds ``labels`` and ``known``."""
+    """Batches items with the scorer's own ``collate`` and adds ``labels`` and ``known``.
+
+    With ``with_context`` it also adds the left-padded prompts (``context_input_ids``,
+    ``context_attention_mask``) for the question part of ``L_SFT2``.
+    """
 
     scorer: Any
+    with_context: bool = False
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded = [Encoded(i, f["encoded"].context_ids, f["encoded"].option_ids) for i, f in enumerate(features)]
         batch = self.scorer.collate(encoded)
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         batch["known"] = torch.tensor([f["known"] for f in features], dtype=torch.long)
+        if self.with_context:
+            width = max(len(e.context_ids) for e in encoded)
+            ids = torch.zeros(len(encoded), width, dtype=torch.long)
+            mask = torch.zeros(len(encoded), width, dtype=torch.long)
+            for b, e in enumerate(encoded):
+                ids[b, width - len(e.context_ids):] = torch.tensor(e.context_ids)
+                mask[b, width - len(e.context_ids):] = 1
+            batch["context_input_ids"], batch["context_attention_mask"] = ids, mask
         return batch
+
+
+def prompt_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per-row mean NLL of each real token after the first given the ones before it (left-padded rows), ``(B,)``."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False).logits[:, :-1].float()
+    target = input_ids[:, 1:]
+    counted = (attention_mask[:, 1:] * attention_mask[:, :-1]).bool()
+    token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    return (token_nll * counted).sum(-1) / counted.sum(-1).clamp(min=1)
 
 
 class CalibrationTrainer(Trainer):
@@ -112,7 +150,7 @@ class CalibrationTrainer(Trainer):
             raise ValueError("objective 'cogcalib' needs known_source='probe' or 'nll'")
         self.scorer = make_scorer(targs.scoring, normalize=targs.normalize,
                                   full_vocab=getattr(self.objective, "needs_logprob_scores", False))
-        kwargs.setdefault("data_collator", MCCollator(self.scorer))
+        kwargs.setdefault("data_collator", MCCollator(self.scorer, with_context=targs.sft_target == "question+answer"))
         super().__init__(*args, **kwargs)
         # Our labels are one option index per item (never shifted, never -100): count them all.
         self.model_accepts_loss_kwargs = True
@@ -139,7 +177,7 @@ class CalibrationTrainer(Trainer):
         with torch.inference_mode():
             for batch in loader:
                 batch = self._prepare_inputs(batch)
-                scores = self.scorer.forward(model, {k: v for k, v in batch.items() if k not in ("labels", "known")})
+                scores = self.scorer.forward(model, {k: v for k, v in batch.items() if k not in _EXTRA_KEYS})
                 p = torch.softmax(scores.float(), dim=-1)
                 conf.append(p.max(-1).values.cpu())
                 correct.append((p.argmax(-1) == batch["labels"]).cpu())
@@ -193,7 +231,7 @@ class CalibrationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         labels = inputs["labels"]
         probe_known = inputs["known"]
-        batch = {k: v for k, v in inputs.items() if k not in ("labels", "known")}
+        batch = {k: v for k, v in inputs.items() if k not in _EXTRA_KEYS}
         scores = self.scorer.forward(model, batch)
         nll = per_sample_nll(scores, labels).detach()
         if self.args.known_source == "nll" and model.training:
@@ -207,6 +245,9 @@ class CalibrationTrainer(Trainer):
             if "bin_accuracy" in self.state_keys:
                 state.update(self.bins)
             per_item = self.objective(scores, labels, **state)
+        if "context_input_ids" in inputs:  # L_SFT2: the question's likelihood too
+            per_item = per_item + self.args.question_weight * prompt_nll(
+                model, inputs["context_input_ids"], inputs["context_attention_mask"])
         if num_items_in_batch is not None and model.training:
             loss = per_item.sum() / num_items_in_batch
             if self.args.average_tokens_across_devices:
@@ -312,8 +353,6 @@ def lora_model(model, *, r: int = 8, alpha: int = 16, dropout: float = 0.0, targ
     return get_peft_model(model, config)
 
 
-
-
 class LoraSettings(BaseModel):
     """LoRA through PEFT; ``targets`` is "all-linear" or a list of module names."""
 
@@ -347,6 +386,8 @@ class TrainConfig(BaseModel):
     style_steps: int = 0
     refit_every: int = 20
     estep: str = "epoch"
+    sft_target: Literal["answer", "question+answer"] = "answer"
+    question_weight: float = Field(1.0, ge=0)
     eval_every: int = 0
     training: dict[str, Any] = Field(default_factory=dict, description="any transformers TrainingArguments field")
 
@@ -381,7 +422,8 @@ def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
         return CalibrationTrainingArguments(
             objective=cfg.objective, objective_params=cfg.objective_params, scoring=cfg.scoring,
             normalize=cfg.normalize, known_source=cfg.known_source, style_steps=cfg.style_steps,
-            refit_every=cfg.refit_every, estep=cfg.estep, **kwargs)
+            refit_every=cfg.refit_every, estep=cfg.estep, sft_target=cfg.sft_target,
+            question_weight=cfg.question_weight, **kwargs)
     except TypeError as e:
         raise ValueError(f"training: {e}") from None
 

@@ -20,7 +20,8 @@ over the :math:`K_i - 1` non-max probabilities :math:`p_{(j)}`, with rank-preser
   released code, where gradient also flows through the targets (which depend on the live probabilities).
 * ``include_top_bin=False`` reproduces the released code's off-by-one loop that skips the top bin.
 * :math:`\mathrm{CE}_i` is the answer-only SFT on the option distribution (CFT's :math:`L_{SFT1}`); the
-  paper's question-plus-answer :math:`L_{SFT2}` is not an option-distribution loss and is not here.
+  paper's question-plus-answer :math:`L_{SFT2}` adds the prompt's language-model loss, which needs the
+  model rather than option scores: the trainer's ``sft_target="question+answer"``.
 
 Presets: ``rcft`` (paper: weights 1 and λ = 1, top bin included) is this class's defaults;
 ``rcft-code`` is :func:`rcft_code` (released code: :math:`(1-\alpha)\,L_{SFT} + 10^{-3}\alpha\,L_{ECE}`,
