@@ -1,7 +1,7 @@
 """Build experiments/RESULTS.md (tables and figures) from the studies' summary.csv and predictions.
 
 Usage: .venv/bin/python experiments/make_results.py
-Reads experiments/results/cogcalib/summary.csv (+ per-cell predictions) and experiments/results/ratio/.
+Reads experiments/results/{cogcalib,cft}/summary.csv (+ per-cell predictions) and experiments/results/ratio/.
 Numbers are means over the seeds that finished; every cell's raw row stays in summary.csv.
 """
 
@@ -23,6 +23,7 @@ RESULTS = ROOT / "results"
 FIGS = RESULTS / "figures"
 METHOD_ORDER = ["base", "sft", "ts", "ls", "cols", "combls", "coecp"]
 COGCALIB = ["cols", "combls", "coecp"]
+CFT_ORDER = ["base", "ts", "ls", "cft", "rcft", "rcft-code", "cols"]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -95,10 +96,10 @@ def cogcalib_section() -> list[str]:
     return lines
 
 
-def diagrams(task: str, eval_slug: str) -> str | None:
+def diagrams(task: str, eval_slug: str, study: str = "cogcalib", methods: list[str] = METHOD_ORDER) -> str | None:
     panels = []
-    for m in METHOD_ORDER:
-        f = RESULTS / "cogcalib" / task / "seed0" / m / f"{eval_slug}.predictions.jsonl"
+    for m in methods:
+        f = RESULTS / study / task / "seed0" / m / f"{eval_slug}.predictions.jsonl"
         if f.exists():
             p = read_predictions(f)
             x, y = p.arrays()
@@ -106,10 +107,38 @@ def diagrams(task: str, eval_slug: str) -> str | None:
             panels.append((m, bins, bins.ece))
     if not panels:
         return None
-    out = FIGS / f"reliability_{task}.png"
+    out = FIGS / f"reliability_{study}_{task}_{eval_slug}.png"
     reliability_grid(panels, out)
     out.with_suffix(".svg").unlink(missing_ok=True)
     return str(out.relative_to(ROOT))
+
+
+def cft_section() -> list[str]:
+    path = RESULTS / "cft" / "summary.csv"
+    if not path.exists():
+        return ["_The CFT/RCFT study has not produced results yet._", ""]
+    rows = read_rows(path)
+    means = mean_by(rows, ("method", "train_data", "eval_data"))
+    lines = []
+    for train, ev in sorted({(r["train_data"], r["eval_data"]) for r in rows}, key=lambda p: "arc" in p[1]):
+        base = means.get(("base", train, ev))
+        lines += [f"### train `{train}` → eval `{ev}`", "",
+                  "| method | accuracy | ECE | Brier | NLL | ΔECE vs untouched | Δacc vs untouched (pts) |",
+                  "|---|---|---|---|---|---|---|"]
+        for m in CFT_ORDER:
+            v = means.get((m, train, ev))
+            if v is None:
+                continue
+            d_ece = pct_change(v["ece"], base["ece"]) if base else "–"
+            d_acc = f"{100 * (v['accuracy'] - base['accuracy']):+.1f}" if base else "–"
+            lines.append(f"| {m} | {v['accuracy']:.3f} | {v['ece']:.3f} | {v['brier']:.3f} | {v['nll']:.3f} | "
+                         f"{d_ece} | {d_acc} |")
+        slug = next((f.name.removesuffix(".predictions.jsonl")
+                     for f in (RESULTS / "cft" / "mix" / "seed0" / "base").glob("*.predictions.jsonl")
+                     if ("arc" in f.name) == ("arc" in ev)), None)
+        fig = diagrams("mix", slug, "cft", CFT_ORDER) if slug else None
+        lines += [""] + ([f"![reliability diagrams, {ev}]({fig})", ""] if fig else [])
+    return lines
 
 
 def ratio_section() -> list[str]:
@@ -148,7 +177,7 @@ def main() -> None:
     intro = (ROOT / "RESULTS.intro.md").read_text() if (ROOT / "RESULTS.intro.md").exists() else ""
     lines = [intro, "## Methods on four tasks (in-domain) and OpenBookQA → MMLU (out of domain)", "",
              *cogcalib_section(), "## Ratio study: unknown:known in the training set (OpenBookQA, SFT)", "",
-             *ratio_section()]
+             *ratio_section(), "## CFT and RCFT on the aligned model (issue 5)", "", *cft_section()]
     with atomic_write(ROOT / "RESULTS.md") as fh:
         fh.write("\n".join(lines))
     print(f"wrote {ROOT / 'RESULTS.md'}")

@@ -296,7 +296,7 @@ def compare_cmd(
     try:
         cfg = load_compare_config(config)
         summary = run_compare(cfg, only_tasks=task, progress=progress)
-        md, html = write_report(summary.parent, n_boot=bootstrap, progress=progress)
+        md, html = write_report(summary.parent, n_boot=bootstrap, baselines=cfg.baselines, progress=progress)
     except (DataError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     out.print(f"summary: {summary}\nreport: {md}, {html}")

@@ -77,6 +77,8 @@ class CompareConfig(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every trained method")
     tasks: list[Task]
     methods: list[Method]
+    baselines: list[str] = Field(default_factory=lambda: ["sft", "ts"],
+                                 description="methods the report's Δ% columns compare against")
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:
