@@ -269,3 +269,23 @@ def test_rcft_with_question_plus_answer_trains(tiny_model_dir: Path, tmp_path: P
 def test_sft_target_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sft_target"):
         _args(tmp_path, sft_target="question")
+
+
+def test_cpu_bf16_detection_reads_the_flags(tmp_path: Path) -> None:
+    from calibtune.training import cpu_has_native_bf16
+
+    (tmp_path / "avx2").write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
+    (tmp_path / "spr").write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert cpu_has_native_bf16(tmp_path / "avx2") is False
+    assert cpu_has_native_bf16(tmp_path / "spr") is True
+    assert cpu_has_native_bf16(tmp_path / "missing") is None
+
+
+def test_bf16_on_a_cpu_without_it_warns(monkeypatch, tmp_path: Path) -> None:
+    from calibtune import training
+
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = training.TrainConfig(train_data="x", training={"output_dir": str(tmp_path), "bf16": True})
+    with pytest.warns(UserWarning, match="bf16: false"):
+        training.training_arguments(cfg)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -414,10 +415,26 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ValueError(f"{path}: {problems}") from None
 
 
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); ``None`` when it cannot tell.
+
+    Without them, bf16 autocast on the CPU is emulated: on an AVX2 machine a LoRA step took over ten
+    times longer than in fp32 (BENCHMARKS.md).
+    """
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
     """The Trainer arguments of ``cfg`` (``training:`` keys checked against ``TrainingArguments``)."""
     kwargs = {"report_to": "none", "save_strategy": "no", "logging_steps": 10, "seed": cfg.seed,
               "use_cpu": not torch.cuda.is_available(), **cfg.training}
+    if kwargs.get("bf16") and kwargs["use_cpu"] and cpu_has_native_bf16() is False:
+        warnings.warn("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated and "
+                      "far slower than fp32: set training.bf16: false", stacklevel=2)
     try:
         return CalibrationTrainingArguments(
             objective=cfg.objective, objective_params=cfg.objective_params, scoring=cfg.scoring,
