@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean experiments-cogcalib experiments-cft
+.PHONY: setup demo test bench clean experiments-cogcalib experiments-cft experiments-ratio experiments-alpha results
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ experiments-cogcalib: setup
 # CFT/RCFT study (issue 5)
 experiments-cft: setup
 	$(VENV)/bin/calibtune compare --config experiments/cft.yaml
+
+# CogCalib ratio study and the held-out alpha grid (issue 4); results page of every study
+experiments-ratio: setup
+	$(PY) experiments/ratio_study.py
+
+experiments-alpha: setup
+	$(VENV)/bin/calibtune compare --config experiments/cogcalib_alpha.yaml
+
+results: setup
+	$(PY) experiments/make_results.py
 
 bench: setup
 	$(PY) benchmarks/bench_metrics.py
