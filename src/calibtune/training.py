@@ -40,7 +40,7 @@ from .data import MCItem
 from .metrics import calibration_error
 from .objectives import get_objective, per_sample_nll, youden_threshold
 from .prompts import Template, build_requests
-from .scoring import Encoded, make_scorer, score
+from .scoring import Encoded, _left_pad, make_scorer, score
 
 KNOWN_SOURCES = ("none", "probe", "nll")
 SFT_TARGETS = ("answer", "question+answer")
@@ -118,13 +118,8 @@ class MCCollator:
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         batch["known"] = torch.tensor([f["known"] for f in features], dtype=torch.long)
         if self.with_context:
-            width = max(len(e.context_ids) for e in encoded)
-            ids = torch.zeros(len(encoded), width, dtype=torch.long)
-            mask = torch.zeros(len(encoded), width, dtype=torch.long)
-            for b, e in enumerate(encoded):
-                ids[b, width - len(e.context_ids):] = torch.tensor(e.context_ids)
-                mask[b, width - len(e.context_ids):] = 1
-            batch["context_input_ids"], batch["context_attention_mask"] = ids, mask
+            batch["context_input_ids"] = _left_pad([e.context_ids for e in encoded])
+            batch["context_attention_mask"] = _left_pad([[1] * len(e.context_ids) for e in encoded])
         return batch
 
 
