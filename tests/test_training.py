@@ -136,7 +136,7 @@ def test_curve_callback_and_adapter_round_trip(tiny_model_dir: Path, tmp_path: P
     from calibtune.cli import app
 
     items = make_items(8)
-    known = {it.id: i < 4 for i, it in enumerate(items)}
+    known = {it.id: i < 3 for i, it in enumerate(items[:6])}  # the last two items have no label
     trainer, tok = _trainer(tiny_model_dir, tmp_path / "run", items=items, max_steps=4)
     cb = CalibrationCurveCallback(items, tok, get_template("blob"), every=2, known=known,
                                   curve_path=tmp_path / "run" / "curve.csv", trainer=trainer)
@@ -144,6 +144,7 @@ def test_curve_callback_and_adapter_round_trip(tiny_model_dir: Path, tmp_path: P
     trainer.train()
     trainer.save_model(str(tmp_path / "run"))
     assert [row["step"] for row in cb.curve] == [0, 2, 4]
+    assert cb.curve[0]["heldout_known_n"] == 3 and cb.curve[0]["heldout_unknown_n"] == 3
     header = (tmp_path / "run" / "curve.csv").read_text().splitlines()[0]
     for col in ("heldout_ece", "heldout_known_confidence", "heldout_unknown_accuracy"):
         assert col in header

@@ -96,7 +96,7 @@ def load_compare_config(path: str | Path) -> CompareConfig:
 
 
 def _probe(cfg: CompareConfig, spec: str, limit: int | None, seed: int, out: Path) -> float:
-    """Probe the base model on the training items (cached by the probing module); returns the known fraction."""
+    """Probe the base model on ``spec`` (cached by the probing module); returns the known fraction."""
     from .probing import ProbeConfig, run_probe
 
     settings = cfg.probe or ProbeSettings()
@@ -164,8 +164,11 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
         adapter = str(source) if source_method.objective else None
     elif method.objective:
         probe = cell_dir / "probe.jsonl" if method.known_source != "none" else None
+        heldout_probe = cell_dir / "heldout_probe.jsonl" if probe is not None and task.heldout else None
         if probe is not None:
             record["known_fraction"] = _probe(cfg, task.train, task.train_limit, seed, probe)
+        if heldout_probe is not None:  # the training curve's known/unknown split of the held-out items
+            _probe(cfg, task.heldout, task.heldout_limit, seed, heldout_probe)
         tc = TrainConfig.model_validate({
             **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "train_data": task.train,
             "train_limit": task.train_limit, "seed": seed, "template": cfg.template, "scoring": cfg.scoring,
@@ -173,6 +176,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             "known_source": method.known_source, "style_steps": method.style_steps, "refit_every": method.refit_every,
             "estep": method.estep, "sft_target": method.sft_target, "eval_data": task.heldout, "eval_limit": task.heldout_limit,
             "probe": str(probe) if probe is not None else None,
+            "eval_probe": str(heldout_probe) if heldout_probe is not None else None,
             "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})
         summary = run_training(tc, progress=False)
         adapter = str(cell_dir / "adapter")

@@ -268,7 +268,7 @@ class CalibrationCurveCallback(TrainerCallback):
     """Every ``every`` steps, accuracy/ECE on held-out items, and confidence vs accuracy for known and unknown.
 
     Usable in any ``Trainer``: give it the items, the tokenizer, a template and (optionally) probe
-    labels, and ``trainer`` to send the figures to ``report_to`` trackers through ``trainer.log``.
+    labels of the held-out items by id (items without one count in neither group), and ``trainer`` to send the figures to ``report_to`` trackers through ``trainer.log``.
     The curve is also written to ``curve_path`` (CSV, and JSON beside it) on the main process.
     """
 
@@ -300,9 +300,11 @@ class CalibrationCurveCallback(TrainerCallback):
         out = {f"{self.prefix}_accuracy": float(correct.mean()),
                f"{self.prefix}_ece": calibration_error(conf, correct, n_bins=self.n_bins),
                f"{self.prefix}_confidence": float(conf.mean()), f"{self.prefix}_nll": float(nll.mean())}
-        if self.known is not None:
-            flags = np.array([self.known.get(it.id, False) for it in self.items])
-            for name, sel in (("known", flags), ("unknown", ~flags)):
+        if self.known is not None:  # items without a label are in neither group
+            labels = [self.known.get(it.id) for it in self.items]
+            known = np.array([lab is True for lab in labels])
+            unknown = np.array([lab is False for lab in labels])
+            for name, sel in (("known", known), ("unknown", unknown)):
                 if sel.any():
                     out[f"{self.prefix}_{name}_confidence"] = float(conf[sel].mean())
                     out[f"{self.prefix}_{name}_accuracy"] = float(correct[sel].mean())
@@ -375,6 +377,7 @@ class TrainConfig(BaseModel):
     scoring: str = "cloze"
     normalize: str = "sum"
     probe: str | None = Field(None, description="probe JSONL (calibtune probe) with known labels by item id")
+    eval_probe: str | None = Field(None, description="probe JSONL of the held-out items: splits the curve into known/unknown")
     lora: LoraSettings | None = Field(default_factory=LoraSettings, description="null = full fine-tuning")
     objective: str = "ce"
     objective_params: dict[str, Any] = Field(default_factory=dict)
@@ -462,6 +465,11 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
             raise ValueError(f"{cfg.probe}: no probe record for {len(missing)} training items (first: {missing[0]})")
     elif cfg.known_source != "none":
         raise ValueError(f"known_source={cfg.known_source!r} needs `probe:` labels (calibtune probe)")
+    heldout_known = None
+    if cfg.eval_probe:
+        from .probing import load_probe
+
+        heldout_known = {k: bool(v.known) for k, v in load_probe(cfg.eval_probe).items()}
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
     set_seed(cfg.seed)  # LoRA's random init must not depend on what ran before
     if cfg.lora is not None:
@@ -474,7 +482,7 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
     curve = None
     if held_out is not None and cfg.eval_every:
         curve = CalibrationCurveCallback(held_out.items, tokenizer, template, scoring=cfg.scoring,
-                                         normalize=cfg.normalize, every=cfg.eval_every, known=known,
+                                         normalize=cfg.normalize, every=cfg.eval_every, known=heldout_known,
                                          curve_path=out / "curve.csv", trainer=trainer)
         trainer.add_callback(curve)
     result = trainer.train(resume_from_checkpoint=resume)
