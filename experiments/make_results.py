@@ -1,7 +1,7 @@
 """Build experiments/RESULTS.md (tables and figures) from the studies' summary.csv and predictions.
 
 Usage: .venv/bin/python experiments/make_results.py
-Reads experiments/results/{cogcalib,cft}/summary.csv (+ per-cell predictions) and experiments/results/ratio/.
+Reads experiments/results/{cogcalib,cogcalib_alpha,cft}/summary.csv (+ per-cell predictions) and experiments/results/ratio/.
 Numbers are means over the seeds that finished; every cell's raw row stays in summary.csv.
 """
 
@@ -141,6 +141,23 @@ def cft_section() -> list[str]:
     return lines
 
 
+def alpha_section() -> list[str]:
+    """The held-out regulariser-strength grid: OpenBookQA dev only, so it selects α without touching a test set."""
+    path = RESULTS / "cogcalib_alpha" / "summary.csv"
+    if not path.exists():
+        return ["_The held-out α grid (`make experiments-alpha`) has not run yet._", ""]
+    rows = read_rows(path)
+    means = mean_by(rows, ("method", "train_data", "eval_data"))
+    lines = ["| method | accuracy | ECE | Brier | NLL | ΔECE vs SFT | Δacc vs SFT (pts) |", "|---|---|---|---|---|---|---|"]
+    for (m, train, ev), v in sorted(means.items(), key=lambda kv: (kv[0][0] != "sft", kv[0][0])):
+        sft = means.get(("sft", train, ev))
+        d_ece = pct_change(v["ece"], sft["ece"]) if sft else "–"
+        d_acc = f"{100 * (v['accuracy'] - sft['accuracy']):+.1f}" if sft else "–"
+        lines.append(f"| {m} | {v['accuracy']:.3f} | {v['ece']:.3f} | {v['brier']:.3f} | {v['nll']:.3f} | "
+                     f"{d_ece} | {d_acc} |")
+    return lines + [""]
+
+
 def ratio_section() -> list[str]:
     path = RESULTS / "ratio" / "summary.csv"
     if not path.exists():
@@ -176,7 +193,9 @@ def main() -> None:
     FIGS.mkdir(parents=True, exist_ok=True)
     intro = (ROOT / "RESULTS.intro.md").read_text() if (ROOT / "RESULTS.intro.md").exists() else ""
     lines = [intro, "## Methods on four tasks (in-domain) and OpenBookQA → MMLU (out of domain)", "",
-             *cogcalib_section(), "## Ratio study: unknown:known in the training set (OpenBookQA, SFT)", "",
+             *cogcalib_section(),
+             "## CogCalib regulariser strength on held-out data (OpenBookQA dev, seed 0)", "", *alpha_section(),
+             "## Ratio study: unknown:known in the training set (OpenBookQA, SFT)", "",
              *ratio_section(), "## CFT and RCFT on the aligned model (issue 5)", "", *cft_section()]
     with atomic_write(ROOT / "RESULTS.md") as fh:
         fh.write("\n".join(lines))
