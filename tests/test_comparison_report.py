@@ -115,7 +115,12 @@ def test_missing_baseline_curve_and_predictions_are_skipped(tmp_path: Path) -> N
     for adapter in tmp_path.glob("toy/seed*/*/adapter"):
         shutil.rmtree(adapter)
     (tmp_path / "toy" / "seed1" / "cols" / "toy_test.predictions.jsonl").unlink()
+    stale = tmp_path / "report_files" / "reliability_07_gone.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"figure of an earlier report")
     md = write_report(tmp_path, n_boot=20)[0].read_text()
+    assert not stale.exists()
+    assert all(f.stem in md for f in (tmp_path / "report_files").iterdir())
     header, table = _table(md)
     assert header[-1] == "ΔECE vs sft" and not any("vs ts" in h for h in header)
     assert list(table) == ["sft", "cols"]

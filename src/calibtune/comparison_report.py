@@ -298,8 +298,12 @@ def write_report(root: Path, *, n_boot: int = 1000, seed: int = 0, baselines: Se
                    Figure(f"Held-out ECE and accuracy over training on {train}, mean over seeds",
                           _curve_figure(train, curves[train], figures / f"curves_{_slug(train)}.png"))]
     md_path, html_path = root / "report.md", root / "report.html"
+    markdown = _markdown(blocks, root)
     with atomic_write(md_path) as fh:
-        fh.write(_markdown(blocks, root))
+        fh.write(markdown)
     with atomic_write(html_path) as fh:
         fh.write(_html(blocks, title))
+    for stale in figures.glob("*"):  # figures of an earlier report whose numbering or sets have changed
+        if stale.is_file() and stale.stem not in markdown:
+            stale.unlink()
     return md_path, html_path
