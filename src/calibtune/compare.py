@@ -164,7 +164,8 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
         adapter = str(source) if source_method.objective else None
     elif method.objective:
         probe = cell_dir / "probe.jsonl" if method.known_source != "none" else None
-        heldout_probe = cell_dir / "heldout_probe.jsonl" if probe is not None and task.heldout else None
+        curve = task.heldout and cfg.train.get("eval_every")
+        heldout_probe = cell_dir / "heldout_probe.jsonl" if probe is not None and curve else None
         if probe is not None:
             record["known_fraction"] = _probe(cfg, task.train, task.train_limit, seed, probe)
         if heldout_probe is not None:  # the training curve's known/unknown split of the held-out items
