@@ -26,8 +26,8 @@ def _config(tmp_path: Path, model_dir: Path) -> Path:
     data, out = _files(tmp_path)
     cfg = {
         "name": "tiny", "model": str(model_dir), "out": str(out), "probe": {"n_prompts": 2, "shots": 0},
-        "train": {"eval_every": 3, "lora": {"r": 2, "alpha": 4}, "training": {"per_device_train_batch_size": 4, "max_steps": 3,
-                                                              "learning_rate": 0.01}},
+        "train": {"eval_every": 3, "lora": {"r": 2, "alpha": 4},
+                  "training": {"per_device_train_batch_size": 4, "max_steps": 3, "learning_rate": 0.01}},
         "tasks": [{"name": "toy", "train": f"{data}", "heldout": f"{data}", "test": [f"{data}"], "seeds": [0]}],
         "methods": [{"name": "base"}, {"name": "sft", "objective": "ce"}, {"name": "ts", "temperature_of": "sft"},
                     {"name": "cols", "objective": "cogcalib", "objective_params": {"alpha": 0.1},
@@ -50,12 +50,13 @@ def test_grid_runs_and_resumes_without_recomputing(tmp_path: Path, tiny_model_di
     assert float(ts["temperature"]) > 0
     trained = json.loads((Path(cfg.out) / "toy" / "seed0" / "rcft" / "adapter" / "training_summary.json").read_text())
     assert trained["config"]["sft_target"] == "question+answer" and len(trained["e_steps"]) == 1
-    cols = Path(cfg.out) / "toy" / "seed0" / "cols"
-    held_out = [json.loads(line) for line in (cols / "heldout_probe.jsonl").read_text().splitlines()]
-    curve = json.loads((cols / "adapter" / "training_summary.json").read_text())["curve"]
-    n_known = sum(r["known"] for r in held_out)
-    assert [c.get("heldout_known_n", 0) for c in curve] == [n_known] * len(curve)  # from the held-out probe
-    assert all(c.get("heldout_unknown_n", 0) == len(held_out) - n_known for c in curve)
+    for method in ("sft", "cols"):  # every trained cell's curve splits the held-out items by their own probe
+        cell = Path(cfg.out) / "toy" / "seed0" / method
+        held_out = [json.loads(line) for line in (cell / "heldout_probe.jsonl").read_text().splitlines()]
+        curve = json.loads((cell / "adapter" / "training_summary.json").read_text())["curve"]
+        n_known = sum(r["known"] for r in held_out)
+        assert curve and all(c.get("heldout_known_n", 0) == n_known for c in curve)
+        assert all(c.get("heldout_unknown_n", 0) == len(held_out) - n_known for c in curve)
     for method in ("base", "sft", "ts", "cols", "rcft"):
         assert list((Path(cfg.out) / "toy" / "seed0" / method).glob("*.predictions.jsonl"))
 

@@ -8,7 +8,8 @@ is rebuilt from the finished cells after each one.
 
 Methods: ``base`` (the untouched model), ``ts`` (temperature scaling of another method's model,
 fitted on the task's held-out split), and trained methods (any ``calibtune train`` objective).
-Training items can be probed first (``calibtune probe``) so CogCalib gets its known labels.
+Training items can be probed first (``calibtune probe``) so CogCalib gets its known labels; with
+``train.eval_every`` the held-out items are probed too, so the training curve splits known/unknown.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     elif method.objective:
         probe = cell_dir / "probe.jsonl" if method.known_source != "none" else None
         curve = task.heldout and cfg.train.get("eval_every")
-        heldout_probe = cell_dir / "heldout_probe.jsonl" if probe is not None and curve else None
+        heldout_probe = cell_dir / "heldout_probe.jsonl" if cfg.probe is not None and curve else None
         if probe is not None:
             record["known_fraction"] = _probe(cfg, task.train, task.train_limit, seed, probe)
         if heldout_probe is not None:  # the training curve's known/unknown split of the held-out items

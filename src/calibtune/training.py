@@ -268,7 +268,8 @@ class CalibrationCurveCallback(TrainerCallback):
     """Every ``every`` steps, accuracy/ECE on held-out items, and confidence vs accuracy for known and unknown.
 
     Usable in any ``Trainer``: give it the items, the tokenizer, a template and (optionally) probe
-    labels of the held-out items by id (items without one count in neither group), and ``trainer`` to send the figures to ``report_to`` trackers through ``trainer.log``.
+    labels of these items by id (items without one count in neither group), and ``trainer`` to send
+    the figures to ``report_to`` trackers through ``trainer.log``.
     The curve is also written to ``curve_path`` (CSV, and JSON beside it) on the main process.
     """
 
@@ -443,6 +444,13 @@ def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
         raise ValueError(f"training: {e}") from None
 
 
+def _known_labels(probe: str | Path) -> dict[str, bool]:
+    """Known/unknown by item id from a ``calibtune probe`` JSONL."""
+    from .probing import load_probe
+
+    return {k: bool(v.known) for k, v in load_probe(probe).items()}
+
+
 def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> dict[str, Any]:
     """Load model and data, train, save the adapter (or full model) and the curves into ``output_dir``."""
     from .data import load_dataset
@@ -457,19 +465,13 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
                 if cfg.eval_data else None)
     known = None
     if cfg.probe:
-        from .probing import load_probe
-
-        known = {k: bool(v.known) for k, v in load_probe(cfg.probe).items()}
+        known = _known_labels(cfg.probe)
         missing = [it.id for it in train.items if it.id not in known]
         if cfg.known_source == "probe" and missing:
             raise ValueError(f"{cfg.probe}: no probe record for {len(missing)} training items (first: {missing[0]})")
     elif cfg.known_source != "none":
         raise ValueError(f"known_source={cfg.known_source!r} needs `probe:` labels (calibtune probe)")
-    heldout_known = None
-    if cfg.eval_probe:
-        from .probing import load_probe
-
-        heldout_known = {k: bool(v.known) for k, v in load_probe(cfg.eval_probe).items()}
+    heldout_known = _known_labels(cfg.eval_probe) if cfg.eval_probe else None
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
     set_seed(cfg.seed)  # LoRA's random init must not depend on what ran before
     if cfg.lora is not None:
