@@ -42,6 +42,31 @@ def mean_by(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, dict[str, fl
     return out
 
 
+def load_study(study: str) -> tuple[list[dict], dict[tuple, dict[str, float]]] | None:
+    """A grid's summary rows and their means over seeds by (method, train_data, eval_data); None before it ran."""
+    path = RESULTS / study / "summary.csv"
+    if not path.exists():
+        return None
+    rows = read_rows(path)
+    return rows, mean_by(rows, ("method", "train_data", "eval_data"))
+
+
+def table_vs(means: dict, methods: list[str], train: str, eval_data: str, ref: str, label: str) -> list[str]:
+    """Markdown rows of ``methods`` on one train → eval pair, with ECE and accuracy changes against ``ref``."""
+    lines = [f"| method | accuracy | ECE | Brier | NLL | ΔECE vs {label} | Δacc vs {label} (pts) |",
+             "|---|---|---|---|---|---|---|"]
+    base = means.get((ref, train, eval_data))
+    for m in methods:
+        v = means.get((m, train, eval_data))
+        if v is None:
+            continue
+        d_ece = pct_change(v["ece"], base["ece"]) if base else "–"
+        d_acc = f"{100 * (v['accuracy'] - base['accuracy']):+.1f}" if base else "–"
+        lines.append(f"| {m} | {v['accuracy']:.3f} | {v['ece']:.3f} | {v['brier']:.3f} | {v['nll']:.3f} | "
+                     f"{d_ece} | {d_acc} |")
+    return lines
+
+
 def pct_change(x: float, ref: float) -> str:
     return "–" if ref == 0 else f"{100 * (x - ref) / ref:+.0f}%"
 
@@ -64,11 +89,10 @@ def task_table(means: dict, train: str, eval_data: str) -> list[str]:
 
 
 def cogcalib_section() -> list[str]:
-    path = RESULTS / "cogcalib" / "summary.csv"
-    if not path.exists():
+    study = load_study("cogcalib")
+    if study is None:
         return ["_The CogCalib study has not produced results yet._", ""]
-    rows = read_rows(path)
-    means = mean_by(rows, ("method", "train_data", "eval_data"))
+    rows, means = study
     pairs = sorted({(r["train_data"], r["eval_data"]) for r in rows}, key=lambda p: (p[0], "mmlu" in p[1], p[1]))
     lines = []
     for train, ev in pairs:
@@ -114,25 +138,13 @@ def diagrams(task: str, eval_slug: str, study: str = "cogcalib", methods: list[s
 
 
 def cft_section() -> list[str]:
-    path = RESULTS / "cft" / "summary.csv"
-    if not path.exists():
+    study = load_study("cft")
+    if study is None:
         return ["_The CFT/RCFT study has not produced results yet._", ""]
-    rows = read_rows(path)
-    means = mean_by(rows, ("method", "train_data", "eval_data"))
+    rows, means = study
     lines = []
     for train, ev in sorted({(r["train_data"], r["eval_data"]) for r in rows}, key=lambda p: "arc" in p[1]):
-        base = means.get(("base", train, ev))
-        lines += [f"### train `{train}` → eval `{ev}`", "",
-                  "| method | accuracy | ECE | Brier | NLL | ΔECE vs untouched | Δacc vs untouched (pts) |",
-                  "|---|---|---|---|---|---|---|"]
-        for m in CFT_ORDER:
-            v = means.get((m, train, ev))
-            if v is None:
-                continue
-            d_ece = pct_change(v["ece"], base["ece"]) if base else "–"
-            d_acc = f"{100 * (v['accuracy'] - base['accuracy']):+.1f}" if base else "–"
-            lines.append(f"| {m} | {v['accuracy']:.3f} | {v['ece']:.3f} | {v['brier']:.3f} | {v['nll']:.3f} | "
-                         f"{d_ece} | {d_acc} |")
+        lines += [f"### train `{train}` → eval `{ev}`", "", *table_vs(means, CFT_ORDER, train, ev, "base", "untouched")]
         slug = next((f.name.removesuffix(".predictions.jsonl")
                      for f in (RESULTS / "cft" / "mix" / "seed0" / "base").glob("*.predictions.jsonl")
                      if ("arc" in f.name) == ("arc" in ev)), None)
@@ -143,19 +155,15 @@ def cft_section() -> list[str]:
 
 def alpha_section() -> list[str]:
     """The held-out regulariser-strength grid: OpenBookQA dev only, so it selects α without touching a test set."""
-    path = RESULTS / "cogcalib_alpha" / "summary.csv"
-    if not path.exists():
+    study = load_study("cogcalib_alpha")
+    if study is None:
         return ["_The held-out α grid (`make experiments-alpha`) has not run yet._", ""]
-    rows = read_rows(path)
-    means = mean_by(rows, ("method", "train_data", "eval_data"))
-    lines = ["| method | accuracy | ECE | Brier | NLL | ΔECE vs SFT | Δacc vs SFT (pts) |", "|---|---|---|---|---|---|---|"]
-    for (m, train, ev), v in sorted(means.items(), key=lambda kv: (kv[0][0] != "sft", kv[0][0])):
-        sft = means.get(("sft", train, ev))
-        d_ece = pct_change(v["ece"], sft["ece"]) if sft else "–"
-        d_acc = f"{100 * (v['accuracy'] - sft['accuracy']):+.1f}" if sft else "–"
-        lines.append(f"| {m} | {v['accuracy']:.3f} | {v['ece']:.3f} | {v['brier']:.3f} | {v['nll']:.3f} | "
-                     f"{d_ece} | {d_acc} |")
-    return lines + [""]
+    rows, means = study
+    lines = []
+    for train, ev in sorted({(r["train_data"], r["eval_data"]) for r in rows}):
+        methods = sorted({m for m, t, e in means if (t, e) == (train, ev)}, key=lambda m: (m != "sft", m))
+        lines += table_vs(means, methods, train, ev, "sft", "SFT") + [""]
+    return lines
 
 
 def ratio_section() -> list[str]:
