@@ -16,6 +16,7 @@ from calibtune.data import MCItem, OpenItem, load_dataset
 from calibtune.prompts import build_requests, get_template
 from calibtune.scoring import score
 from calibtune.probing import (
+    false_known_rate,
     ProbeConfig,
     categorize_mc,
     categorize_open,
@@ -135,8 +136,12 @@ def test_permutation_maps_back_to_original_order(monkeypatch: pytest.MonkeyPatch
 
 def test_probe_mc_tiny_model_is_deterministic(tiny) -> None:
     model, tok = tiny
-    a = probe_mc(model, tok, ITEMS, pool=ITEMS, n_prompts=3, shots=2, progress=False)
-    b = probe_mc(model, tok, ITEMS[::-1], pool=ITEMS, n_prompts=3, shots=2, progress=False)
+    for exemplars in ("shared", "per-item"):
+        a = probe_mc(model, tok, ITEMS, pool=ITEMS, n_prompts=3, shots=2, known_rule="any", exemplars=exemplars,
+                     progress=False)
+        b = probe_mc(model, tok, ITEMS[::-1], pool=ITEMS, n_prompts=3, shots=2, known_rule="any",
+                     exemplars=exemplars, progress=False)
+        assert [r.prompts for r in a] == [r.prompts for r in b[::-1]]
     assert [r.prompts for r in a] == [r.prompts for r in b[::-1]]  # an item's probe ignores its neighbours
     for r in a:
         assert 0 <= r.p_correct <= 1 and r.nll >= 0 and len(r.prompts) == 3
@@ -161,7 +166,7 @@ def test_probe_open_tiny_model(tiny) -> None:
 def test_cache_hit_does_not_touch_the_model(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
     cfg = ProbeConfig(model=str(tiny_model_dir), data=str(_write_mc(tmp_path / "items.jsonl")),
                       out=str(tmp_path / "probe.jsonl"), n_prompts=2, shots=1, cache_dir=str(tmp_path / "cache"),
-                      progress=False)
+                      known_rule="any", progress=False)
     first = run_probe(cfg)
     assert not first.cached and len(first.records) == len(ITEMS)
 
@@ -188,7 +193,8 @@ def test_probe_scores_with_the_chosen_normalisation(tiny) -> None:
     canonical = build_requests(items, get_template("blob"), "cloze")
     nll = {}
     for normalize in ("sum", "mean"):
-        records = probe_mc(model, tok, items, pool=items, n_prompts=1, shots=0, normalize=normalize, progress=False)
+        records = probe_mc(model, tok, items, pool=items, n_prompts=1, shots=0, normalize=normalize, known_rule="any",
+                           progress=False)
         expected = score(model, tok, canonical, scoring="cloze", normalize=normalize, progress=False)
         for rec, lp, item in zip(records, expected, items):
             assert rec.nll == pytest.approx(-lp[item.gold], rel=1e-6)
@@ -198,7 +204,8 @@ def test_probe_scores_with_the_chosen_normalisation(tiny) -> None:
 
 def test_jsonl_round_trip(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = ProbeConfig(model=str(tiny_model_dir), data=str(_write_mc(tmp_path / "items.jsonl")),
-                      out=str(tmp_path / "probe.jsonl"), n_prompts=2, shots=0, cache=False, progress=False)
+                      out=str(tmp_path / "probe.jsonl"), n_prompts=2, shots=0, cache=False, known_rule="any",
+                      progress=False)
     result = run_probe(cfg)
     loaded = load_probe(cfg.out)
     assert list(loaded) == [it.id for it in ITEMS]
@@ -217,9 +224,12 @@ def test_cli_probe_mc_and_open(tmp_path: Path, tiny_model_dir: Path) -> None:
     args = ["probe", "--model", str(tiny_model_dir), "--out", str(out), "--no-progress",
             "--cache-dir", str(tmp_path / "cache")]
     res = runner.invoke(app, [*args, "--data", str(_write_mc(tmp_path / "mc.jsonl")), "--scoring", "letter",
-                              "--n-prompts", "2", "--shots", "1"])
+                              "--n-prompts", "5", "--shots", "1"])
     assert res.exit_code == 0, res.output
     assert "mean P_correct" in res.output and "all" in res.output
+    rates = {k: f"K={k}: {false_known_rate(5, k):.4f}" for k in {len(it.options) for it in ITEMS}}
+    flat = "".join(res.output.split())  # the console wraps long lines
+    assert "expectedfalse-knownrate" in flat and all("".join(r.split()) in flat for r in rates.values())
     assert set(load_probe(out)) == {it.id for it in ITEMS}
 
     open_file = tmp_path / "open.jsonl"
@@ -251,7 +261,7 @@ def test_cli_probe_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
 def test_smollm2_arc_easy(smollm2) -> None:
     model, tok = smollm2
     items = load_dataset("arc-easy:test", data_dir=DATA_DIR, limit=8).items
-    recs = probe_mc(model, tok, items, pool=None, n_prompts=2, shots=0, progress=False)
+    recs = probe_mc(model, tok, items, pool=None, n_prompts=2, shots=0, known_rule="any", progress=False)
     for r in recs:
         assert 0 <= r.p_correct <= 1 and np.isfinite(r.nll) and r.nll >= 0
         assert r.category == {1.0: "HighlyKnown", 0.0: "Unknown"}.get(r.p_correct, "MaybeKnown")

@@ -2,7 +2,8 @@
 
 Per (train_data, eval_data): one row per method with its seeds pooled (the predictions of every seed
 concatenated, the metrics recomputed, seeded percentile-bootstrap intervals), the relative change
-against the baselines, and the best value per column marked; a reliability diagram per method. Per
+against the baselines, and the best value per column marked; per method a binned and a smooth
+reliability diagram (:func:`~calibtune.metrics.smooth_reliability`). Per
 training set: held-out ECE and accuracy over training of each trained method that wrote a curve.
 Whatever is missing (a curve, a baseline, a predictions file) is left out, never an error.
 """
@@ -30,6 +31,7 @@ from .metrics import (
     classwise_calibration_error,
     nll,
     reliability_bins,
+    smooth_reliability,
 )
 from .predictions import Predictions, atomic_write, read_predictions
 from .reports import reliability_grid, save_figure
@@ -178,8 +180,8 @@ def _group_blocks(train: str, evald: str, pooled: dict[str, Pooled], *, baseline
                    Table(["method", *(f"{COLUMNS[k]} vs {b}" for k in DELTA_COLUMNS for b in bases)],
                          [[(m, False), *((_delta(values[m][k], values[b][k]), False) for k in DELTA_COLUMNS
                                          for b in bases)] for m in methods])]
-    panels = [(m, reliability_bins(pooled[m].probs, pooled[m].labels, n_bins=n_bins), values[m]["ece"])
-              for m in methods]
+    panels = [(m, reliability_bins(pooled[m].probs, pooled[m].labels, n_bins=n_bins), values[m]["ece"],
+               smooth_reliability(pooled[m].probs, pooled[m].labels, seed=seed)) for m in methods]
     png = reliability_grid(panels, figures / f"reliability_{index:02d}_{_slug(evald)[:60]}.png")[0]
     blocks.append(Figure(f"Reliability diagrams, {evald} (trained on {train}), seeds pooled", png))
     return blocks

@@ -12,6 +12,9 @@ Spec strings accepted by :func:`load_dataset`:
 * a path to a ``.jsonl``/``.json``/``.csv``/``.tsv`` file (generic format, see
   :func:`load_dataset`);
 * ``hf:OWNER/NAME[:SPLIT]`` for a Hugging Face hub data set (needs ``datasets`` and ``fields``).
+
+Any of them may end in a slice, read as ``datasets`` reads splits: ``[lo:hi]``, ``[:200]``, ``[:80%]``
+are rows in file order; ``[lo:hi](shuffled)`` is the fixed pseudo-random partition (:class:`Slice`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ __all__ = [
     "data_dir",
     "exemplar_pool",
     "load_dataset",
+    "parse_fields",
+    "takes_fields",
 ]
 
 ENV_VAR = "CALIBTUNE_DATA_DIR"
@@ -160,8 +165,14 @@ def _get(row: _Row, rec: Mapping[str, Any], key: str) -> Any:
     return rec[key]
 
 
+_MISSING = ("nan",)  # what pandas and spreadsheets write for an empty cell
+
+
 def _text(row: _Row, value: Any, field: str) -> str:
-    """A non-empty text; numbers are accepted and converted (CSV-like sources)."""
+    """A non-empty text; numbers are accepted and converted (CSV-like sources), NaN/inf and the text
+    ``nan`` (a missing value written by pandas and spreadsheets) are not: they would be scored as words."""
+    if isinstance(value, float) and not np.isfinite(value) or isinstance(value, str) and value.strip().lower() in _MISSING:
+        raise row.error(field, f"missing ({value!r} is a missing-value marker, not text)")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if value is None:
@@ -242,9 +253,12 @@ def _jsonl_records(path: Path, src: str) -> Iterator[tuple[_Row, Any]]:
         row = _Row(src, lineno, index)
         index += 1
         try:
-            yield row, json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield row, row.error(None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            value = row.error(None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+        except RecursionError:
+            value = row.error(None, "invalid JSON (nested too deeply)")
+        yield row, value
 
 
 def _json_value(path: Path, src: str) -> Any:
@@ -253,6 +267,8 @@ def _json_value(path: Path, src: str) -> Any:
         return json.loads(_read_text(path, src))
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=src, line=exc.lineno) from None
+    except RecursionError:
+        raise DataError("invalid JSON (nested too deeply)", path=src) from None
 
 
 def _table_records(
@@ -849,7 +865,7 @@ def _list_value(row: _Row, value: Any, field: str) -> list[Any]:
             try:
                 value = parse(value)
                 break
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
                 continue
     if not isinstance(value, (list, tuple)):
         raise row.error(field, f"expected a list of option texts, got {str(value)[:60]!r}")
@@ -941,23 +957,71 @@ def _load_file(spec: str, fields: Mapping[str, str]) -> Iterator[_Parsed]:
     return _parsed(records, parse)
 
 
-def _load_hf(spec: str, fields: Mapping[str, str]) -> tuple[str, Iterator[_Parsed]]:
-    """``hf:OWNER/NAME[:SPLIT]`` via the optional ``datasets`` package (default split: test)."""
-    repo, _, split = spec.strip()[3:].partition(":")
-    split = split or "test"
-    if not fields:
-        raise DataError(f"{spec}: pass fields={{'question': ..., 'options': ..., 'gold': ...}} to name its columns")
+def _flatten(rec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``rec`` plus a dotted key for every nested field (``choices.text``), so ``fields`` can name them."""
+    out: dict[str, Any] = {}
+    for key, value in rec.items():
+        out[f"{prefix}{key}"] = value
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def _hf_table(repo: str, split: str) -> Any:
+    """One split as a ``datasets.Dataset``: a folder written by ``save_to_disk`` is read with
+    ``load_from_disk``; anything else (a hub id, a local folder or loading script) with ``load_dataset``."""
     try:
         import datasets  # noqa: PLC0415  (optional, heavy)
     except ImportError:
         raise DataError("hf: specs need the Hugging Face 'datasets' package: pip install 'calibtune[hub]'") from None
+    folder = Path(repo).expanduser()
+    if folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
+        try:
+            saved = datasets.load_from_disk(str(folder))
+        except Exception as exc:  # a damaged or incompatible folder
+            raise DataError(f"cannot read the saved data set ({exc})", path=f"hf:{repo}") from exc
+        if isinstance(saved, datasets.DatasetDict):
+            if split not in saved:
+                raise DataError(f"no split {split!r}; the saved data set has {', '.join(saved)}", path=f"hf:{repo}")
+            return saved[split]
+        return saved
     try:
-        table = datasets.load_dataset(repo, split=split)
+        return datasets.load_dataset(repo, split=split)
     except Exception as exc:  # network, missing repo/split, ...: report with the spec
-        raise DataError(f"cannot load {repo!r} split {split!r} from the Hugging Face hub: {exc}") from exc
+        raise DataError(f"cannot load {repo!r} split {split!r} with datasets.load_dataset: {exc}") from exc
+
+
+def _load_hf(spec: str, fields: Mapping[str, str]) -> tuple[str, Iterator[_Parsed]]:
+    """``hf:OWNER/NAME[:SPLIT]`` (or ``hf:FOLDER[:SPLIT]``, a local or ``save_to_disk`` folder) via the
+    optional ``datasets`` package (default split: test). Nested columns are named with dots (``choices.text``)."""
+    repo, _, split = spec.strip()[3:].partition(":")
+    split = split or "test"
+    if not fields:
+        raise DataError(f"{spec}: name its columns with --field question=COLUMN --field options=COLUMN "
+                        "--field gold=COLUMN (fields={'question': ..., 'options': ..., 'gold': ...} in Python)")
+    table = _hf_table(repo, split)
     src = f"hf:{repo}:{split}"
-    records = ((_Row(src, None, i, f"[{i}]."), dict(rec)) for i, rec in enumerate(table))
+    records = ((_Row(src, None, i, f"[{i}]."), _flatten(rec)) for i, rec in enumerate(table))
     return src, _parsed(records, lambda row, rec: _generic_item(row, rec, fields, f"hf:{repo}", f"{repo}:{split}"))
+
+
+def takes_fields(spec: str) -> bool:
+    """Whether ``spec`` names a file or an ``hf:`` data set, whose columns ``fields`` may map."""
+    spec, _ = _split_slice(spec)
+    return spec.strip().startswith("hf:") or _is_file_spec(spec)
+
+
+def parse_fields(pairs: Iterable[str]) -> dict[str, str]:
+    """``["question=q", "options=choices.text"]`` (the CLI's ``--field``) -> ``{"question": "q", ...}``, checked."""
+    fields: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, column = pair.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise DataError(f"--field {pair!r}: expected KEY=COLUMN, e.g. question=query")
+        if key.strip() in fields:
+            raise DataError(f"--field {pair!r}: {key.strip()!r} is mapped twice")
+        fields[key.strip()] = column.strip()
+    return _check_fields(fields)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1006,27 +1070,71 @@ def shuffle_item_options(item: MCItem, seed: int) -> MCItem:
     return replace(item, options=tuple(item.options[p] for p in perm), gold=int(np.flatnonzero(perm == item.gold)[0]))
 
 
-_SLICE = re.compile(r"^(?P<spec>.*)\[(?P<lo>\d*):(?P<hi>\d*)\]$")
+_SLICE = re.compile(r"^(?P<spec>.*)\[(?P<lo>-?\d+%?)?:(?P<hi>-?\d+%?)?\](?:\((?P<mode>[^()]*)\))?$")
+SLICE_MODES = ("shuffled",)
 
 
-def _split_slice(spec: str) -> tuple[str, tuple[int | None, int | None] | None]:
-    """``boolq:val[0:300]`` -> (``boolq:val``, (0, 300)): a disjoint part of a split, for data sets
-    with a single labelled split that must serve as train, held-out and test."""
+@dataclass(frozen=True)
+class Slice:
+    """A ``[lo:hi]`` part of a split, read as Hugging Face ``datasets`` reads ``split="test[lo:hi]"``.
+
+    Bounds are row positions in file order (negative counts from the end) or percentages of the
+    split (``[:80%]``, rounded to the closest row as ``datasets``' default ``rounding="closest"``).
+    With ``shuffled`` (spec suffix ``(shuffled)``), the positions are taken in a fixed pseudo-random
+    order of the split's items instead (seed 0, independent of the run's seed) and the chosen items
+    kept in file order: the partition round-1 experiments used, unbiased by file order.
+    """
+
+    lo: str | None
+    hi: str | None
+    shuffled: bool = False
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        """Absolute ``(start, stop)`` over ``n`` rows, clipped to ``[0, n]`` like ``datasets``."""
+
+        def absolute(bound: str | None, default: int) -> int:
+            if bound is None:
+                return default
+            value = round(int(bound[:-1]) * n / 100) if bound.endswith("%") else int(bound)
+            return min(max(n + value, 0) if value < 0 else value, n)
+
+        return absolute(self.lo, 0), absolute(self.hi, n)
+
+    def __str__(self) -> str:
+        return f"[{self.lo or ''}:{self.hi or ''}]" + ("(shuffled)" if self.shuffled else "")
+
+
+def _split_slice(spec: str) -> tuple[str, Slice | None]:
+    """``boolq:val[0:300]`` -> (``boolq:val``, the slice); ``(shuffled)`` after the brackets selects the
+    fixed pseudo-random partition (:class:`Slice`)."""
     m = _SLICE.match(spec.strip())
     if not m:
         return spec, None
-    lo = int(m["lo"]) if m["lo"] else None
-    hi = int(m["hi"]) if m["hi"] else None
-    if lo is not None and hi is not None and hi <= lo:
+    lo, hi, mode = m["lo"], m["hi"], m["mode"]
+    if mode is not None and mode.strip() not in SLICE_MODES:
+        raise DataError(f"{spec}: unknown slice mode ({mode}); valid: {', '.join(f'({s})' for s in SLICE_MODES)}")
+    if lo and hi and lo.endswith("%") != hi.endswith("%"):
+        raise DataError(f"{spec}: both slice bounds must be row numbers or both percentages, got [{lo}:{hi}]")
+    if any(b and b.endswith("%") and abs(int(b[:-1])) > 100 for b in (lo, hi)):
+        raise DataError(f"{spec}: percentage slice bounds must lie in [-100%, 100%], got [{lo or ''}:{hi or ''}]")
+    if lo and hi and not lo.startswith("-") and not hi.startswith("-") and int(hi.rstrip("%")) <= int(lo.rstrip("%")):
         raise DataError(f"{spec}: empty slice [{lo}:{hi}]")
-    return m["spec"], (lo, hi)
+    return m["spec"], Slice(lo, hi, shuffled=mode is not None)
 
 
-def _slice_partition(items: list, window: tuple[int | None, int | None], seed: int) -> list:
-    """The items at positions ``lo:hi`` of a fixed pseudo-random order (seed 0, independent of ``seed``),
-    kept in file order: slices of one split never overlap and are not biased by file order."""
+def _slice_rows(rows: Iterable[_Parsed], part: Slice) -> list[_Parsed]:
+    """The records at positions ``part.bounds`` of the file (before validation, as ``datasets`` counts rows)."""
+    rows = list(rows)
+    start, stop = part.bounds(len(rows))
+    return rows[start:stop]
+
+
+def _slice_partition(items: list, part: Slice) -> list:
+    """The items at positions ``lo:hi`` of a fixed pseudo-random order (seed 0, independent of the run's
+    seed), kept in file order: slices of one split never overlap and are not biased by file order."""
     order = np.random.default_rng(0).permutation(len(items))
-    chosen = set(order[window[0]:window[1]].tolist())
+    start, stop = part.bounds(len(items))
+    chosen = set(order[start:stop].tolist())
     return [it for i, it in enumerate(items) if i in chosen]
 
 
@@ -1049,8 +1157,11 @@ def load_dataset(
     ``fields`` maps these names to the file's columns, e.g. ``{"question": "q", "gold": "answer"}``,
     or ``{"options": "A,B,C,D"}`` for option columns.
 
-    A trailing ``[lo:hi]`` (``winogrande:dev[0:400]``) takes a fixed, seed-independent pseudo-random
-    part of the split, so ``[0:400]`` and ``[400:]`` are disjoint. ``limit`` keeps a seeded random subset in original order; ``shuffle_options`` permutes each
+    A trailing ``[lo:hi]`` takes rows ``lo`` to ``hi`` in file order, as ``datasets`` reads
+    ``split="dev[lo:hi]"`` (``[:200]``, ``[-100:]``, ``[:80%]``; see :class:`Slice`);
+    ``[lo:hi](shuffled)`` takes them in a fixed, seed-independent pseudo-random order instead, so
+    ``[0:400](shuffled)`` and ``[400:](shuffled)`` are disjoint and not biased by file order.
+    ``limit`` keeps a seeded random subset in original order; ``shuffle_options`` permutes each
     item's options with an rng derived from (seed, item id). ``skip_invalid`` skips bad rows and
     counts them in ``n_skipped`` instead of raising.
     """
@@ -1058,7 +1169,7 @@ def load_dataset(
     if "+" in str(spec) and not _is_file_spec(str(spec)):
         return _load_mixture(str(spec), data_dir=data_dir, limit=limit, seed=seed, shuffle_options=shuffle_options,
                              skip_invalid=skip_invalid)
-    spec, window = _split_slice(str(spec))
+    spec, part = _split_slice(str(spec))
     if spec.strip().startswith("hf:"):
         name, rows = _load_hf(spec, fields)
     elif _is_file_spec(spec):
@@ -1070,10 +1181,12 @@ def load_dataset(
         root = _data_dir(data_dir)
         _check_subsets(info, root, split, subsets)
         name, rows = _canonical(info, subsets, split), info.loader(root, split, subsets)
+    if part is not None and not part.shuffled:
+        rows = _slice_rows(rows, part)
     items, skipped = _collect(rows, skip_invalid)
-    if window is not None:
-        items = _slice_partition(items, window, seed)
-        name = f"{name}[{window[0] if window[0] is not None else ''}:{window[1] if window[1] is not None else ''}]"
+    if part is not None:
+        items = _slice_partition(items, part) if part.shuffled else items
+        name = f"{name}{part}"
     if not items:
         raise DataError(f"{name}: no items" + (f" ({skipped} invalid rows skipped)" if skipped else ""))
     items = _subsample(items, limit, seed)

@@ -6,10 +6,15 @@
   readable by ``calibtune metrics``;
 * ``metrics.json`` — per data set the metric battery of :func:`calibtune.metrics.summarize`, plus the
   full config, timings and package versions;
-* ``reliability.png`` / ``.svg`` — one reliability diagram per data set;
+* ``reliability.png`` / ``.svg`` — per data set the binned reliability diagram and, beside it, the
+  smooth one (kernel regression at the smooth-ECE bandwidth, bootstrap band);
 * ``report.md`` — the table and the figure.
 
-Every file is written to a temporary name and renamed, so an interrupted run leaves no half file.
+All settings, data and the output folder are checked before the model is loaded. The files are built
+in a staged folder beside ``out`` and swapped in together at the end, so an interrupted run (with
+``--overwrite`` too) leaves the earlier results as they were, never new files beside old ones.
+Short-answer data sets (``OpenItem``: TriviaQA, NQ-Open, EntityQuestions, files with ``answers``) go
+to :func:`calibtune.open_eval.evaluate_open`, which writes the same four outputs for generated answers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -25,11 +31,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .data import load_dataset, exemplar_pool
-from .metrics import reliability_bins, summarize
+from .data import load_dataset, exemplar_pool, takes_fields
+from .metrics import reliability_bins, smooth_reliability, summarize
+from .open_eval import evaluate_open, is_open
 from .posthoc import TemperatureScaling
-from .predictions import atomic_write, write_jsonl
+from . import checks
+from .devices import parse_batch_size, resolve_dtype
+from .distributed import barrier, is_main_process, score_sharded, setup, world
+from .predictions import atomic_write, staged_folder, write_jsonl
 from .prompts import build_requests, get_template
+from .scoring import NORMALIZATIONS
 
 REPORT_COLUMNS = ("data", "scoring", "n", "accuracy", "ece", "ace", "mce", "smece", "classwise_ece", "brier", "nll",
                   "auroc", "seconds")
@@ -45,33 +56,79 @@ class EvalConfig:
     scoring: list[Literal["letter", "cloze"]] = field(default_factory=lambda: ["cloze"])
     template: str = "blob"
     shots: int = 0
+    exemplars: Literal["shared", "per-item"] = "shared"  # k-shot: one seeded set for the split, or one per item
     limit: int | None = None
     seed: int = 0
     shuffle_options: bool = False
-    normalize: Literal["sum", "mean"] = "sum"
-    batch_size: int = 8
-    dtype: str = "float32"
-    device: str = "cpu"
+    normalize: Literal["sum", "mean", "char", "byte", "pmi"] = "sum"  # cloze option scores (scoring.ClozeScorer)
+    batch_size: int | Literal["auto"] = 8  # "auto": the largest that fits (calibtune.devices)
+    dtype: str = "float32"  # "auto": bfloat16 where the hardware has it, else float32
+    device: str = "auto"
+    attn_implementation: str | None = None  # None: transformers' default (sdpa)
     adapter: str | None = None
     trust_remote_code: bool = False
     data_dir: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # column names of file/hf: data (question, options, gold...)
     skip_invalid: bool = False
     n_bins: int = 15
     bootstrap: int = 0
     temperature_data: str | None = None  # held-out spec to fit temperature scaling on (never the test set)
     overwrite: bool = False
     progress: bool = True
+    # Open questions (calibtune.open_eval): answer prompt, generation cap, confidence kinds, correctness
+    qa_template: str = "qa"
+    max_new_tokens: int = 16
+    confidence: list[str] = field(default_factory=lambda: ["sequence", "ptrue", "verbalized"])
+    correctness: str = "em"
+    f1_threshold: float = 0.5
+    judge: str | None = None
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse an existing non-empty folder unless ``overwrite``."""
-    path = Path(out)
+    """Check that ``out`` can take the results; creates nothing (:func:`evaluate` stages its outputs).
+
+    ``out`` must be new, empty, or, with ``overwrite``, an earlier run's results folder (it holds
+    ``metrics.json`` and no subfolders: ``--overwrite`` replaces the whole folder, so it never takes a
+    folder of other files); its parent must be writable (the staged folder is built beside it).
+    """
+    path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} is not empty; pass --overwrite to replace its results")
-    path.mkdir(parents=True, exist_ok=True)
+        raise FileExistsError(f"--out {path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"--out {path}: is not empty; pass --overwrite to replace its results")
+        foreign = [p.name for p in path.iterdir() if p.is_dir()]
+        if not (path / "metrics.json").is_file() or foreign:
+            raise FileExistsError(f"--out {path}: --overwrite replaces a results folder of an earlier `calibtune eval` "
+                                  f"(metrics.json, no subfolders), and this one is not"
+                                  + (f" (it has the folder(s) {sorted(foreign)})" if foreign else ""))
+    checks.writable_folder(path.absolute().parent, what="--out")
     return path
+
+
+def check_eval_config(cfg: EvalConfig) -> None:
+    """Every setting of ``cfg`` that can be checked without data or a model (see :mod:`calibtune.checks`)."""
+    from .metrics.calibration import convention
+    from .models import _torch_dtype, resolve_model
+
+    if not cfg.data:
+        raise ValueError("--data: give at least one data set")
+    if not cfg.scoring or len(set(cfg.scoring)) != len(cfg.scoring) or not set(cfg.scoring) <= {"letter", "cloze"}:
+        raise ValueError(f"--scoring must be letter and/or cloze, each once, got {list(cfg.scoring)}")
+    if cfg.normalize not in NORMALIZATIONS:
+        raise ValueError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {cfg.normalize!r}")
+    checks.at_least("--shots", cfg.shots, 0)
+    checks.at_least("--limit", cfg.limit, 1)
+    parse_batch_size(cfg.batch_size)
+    checks.at_least("--bootstrap", cfg.bootstrap, 0)
+    try:
+        convention(None, cfg.n_bins, None, "right")
+    except ValueError as e:
+        raise ValueError(f"--n-bins: {e}") from None
+    _torch_dtype(cfg.dtype)
+    checks.template(cfg.template)
+    checks.adapter_folder(cfg.adapter)
+    resolve_model(cfg.model)
 
 
 def package_versions() -> dict[str, str]:
@@ -98,36 +155,75 @@ def predictions_rows(dataset: str, scoring: str, items, logprobs: list[np.ndarra
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Run the evaluation described by ``cfg`` and write its outputs; returns the ``metrics.json`` content."""
+    """Run the evaluation described by ``cfg`` and write its outputs; returns the ``metrics.json`` content.
+
+    Settings, output folder, data, held-out set and exemplar pools are all checked before the model is
+    loaded; the outputs are built in a staged folder and appear together at the end (or not at all).
+    """
+    check_eval_config(cfg)
+    final = prepare_out_dir(cfg.out, cfg.overwrite)
+    datasets = [load_dataset(spec, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                             shuffle_options=cfg.shuffle_options, skip_invalid=cfg.skip_invalid,
+                             fields=cfg.fields if takes_fields(spec) else None) for spec in cfg.data]
+    if not is_open(datasets):
+        _check_held_out_and_pools(cfg, datasets)
+    elif cfg.batch_size == "auto":
+        raise ValueError("--batch-size auto sizes option scoring; short-answer generation needs a number")
+    device = setup(cfg.device)  # under accelerate launch: joins the process group, one GPU per process
+    cfg = dataclasses.replace(cfg, device=device, dtype=resolve_dtype(cfg.dtype, device))  # recorded as run
+    if is_main_process():
+        with staged_folder(final) as out:
+            report = _evaluate(cfg, datasets, out)
+    else:  # the other processes score their shards; their copies of the outputs are dropped
+        with tempfile.TemporaryDirectory(prefix="calibtune-rank") as scratch:
+            report = _evaluate(cfg, datasets, Path(scratch))
+    barrier()
+    return report
+
+
+def _check_held_out_and_pools(cfg: EvalConfig, datasets) -> None:
+    """The temperature-scaling set loads and is not an evaluation set; every k-shot data set has exemplars."""
+    if cfg.temperature_data:
+        held_out = load_dataset(cfg.temperature_data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                                shuffle_options=cfg.shuffle_options, skip_invalid=cfg.skip_invalid)
+        if any(held_out.name == ds.name for ds in datasets):
+            raise ValueError(f"--temperature-data {held_out.name} is also an evaluation set; fit on a held-out split")
+    for ds in datasets if cfg.shots else ():
+        pool = exemplar_pool(ds.name, data_dir=cfg.data_dir)
+        if pool is None:
+            raise ValueError(f"--shots {cfg.shots}: {ds.name} has no other labelled split to draw exemplars from")
+        if len(pool.items) < cfg.shots:
+            raise ValueError(f"--shots {cfg.shots}: the exemplar pool of {ds.name} has only {len(pool.items)} items")
+
+
+def _evaluate(cfg: EvalConfig, datasets, out: Path) -> dict[str, Any]:
+    """The evaluation proper, writing into the staged folder ``out``."""
     from .metrics import pad_probabilities
     from .models import load_model
     from .reports import markdown_table, reliability_grid
-    from .scoring import score
 
-    out = prepare_out_dir(cfg.out, cfg.overwrite)
-    datasets = [load_dataset(spec, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
-                             shuffle_options=cfg.shuffle_options, skip_invalid=cfg.skip_invalid) for spec in cfg.data]
+    if is_open(datasets):  # short-answer questions: generated answers and their confidences
+        return evaluate_open(cfg, out, datasets)
     t0 = time.perf_counter()
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter,
-                                  trust_remote_code=cfg.trust_remote_code)
+                                  trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
     load_seconds = time.perf_counter() - t0
     template = get_template(cfg.template, tokenizer)
 
     def run_scoring(ds, scoring: str) -> tuple[list[np.ndarray], float]:
         pool = exemplar_pool(ds.name, data_dir=cfg.data_dir) if cfg.shots else None
         requests = build_requests(ds.items, template, scoring, shots=cfg.shots,
-                                  pool=pool.items if pool else None, seed=cfg.seed)
+                                  pool=pool.items if pool else None, seed=cfg.seed, exemplars=cfg.exemplars)
         t1 = time.perf_counter()
-        logprobs = score(model, tokenizer, requests, scoring=scoring, batch_size=cfg.batch_size,
-                         normalize=cfg.normalize, progress=cfg.progress)
+        logprobs = score_sharded(model, tokenizer, requests, scoring=scoring, batch_size=cfg.batch_size,
+                                 normalize=cfg.normalize, progress=cfg.progress)
         return logprobs, time.perf_counter() - t1
 
     temperatures: dict[str, TemperatureScaling] = {}
     if cfg.temperature_data:
         held_out = load_dataset(cfg.temperature_data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
-                                shuffle_options=cfg.shuffle_options, skip_invalid=cfg.skip_invalid)
-        if any(held_out.name == ds.name for ds in datasets):
-            raise ValueError(f"--temperature-data {held_out.name} is also an evaluation set; fit on a held-out split")
+                                shuffle_options=cfg.shuffle_options, skip_invalid=cfg.skip_invalid,
+                                fields=cfg.fields if takes_fields(cfg.temperature_data) else None)
         for scoring in cfg.scoring:
             logprobs, _ = run_scoring(held_out, scoring)
             temperatures[scoring] = TemperatureScaling().fit(logprobs, [it.gold for it in held_out.items])
@@ -145,7 +241,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         m.update({"data": ds.name, "scoring": scoring, "seconds": round(seconds, 2),
                   "items_per_second": round(len(rows) / seconds, 3) if seconds else None, "n_skipped": ds.n_skipped})
         results[key] = m
-        panels.append((key, reliability_bins(probs, labels, n_bins=cfg.n_bins), m["ece"]))
+        panels.append((key, reliability_bins(probs, labels, n_bins=cfg.n_bins), m["ece"],
+                       smooth_reliability(probs, labels, seed=cfg.seed)))
 
     for ds in datasets:
         for scoring in cfg.scoring:
@@ -158,7 +255,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     write_jsonl(out / "predictions.jsonl", all_rows)
     report = {"config": dataclasses.asdict(cfg), "versions": package_versions(),
               "temperatures": {k: v.temperature_ for k, v in temperatures.items()},
-              "model_load_seconds": round(load_seconds, 2), "results": results}
+              "model_load_seconds": round(load_seconds, 2), "processes": world().size, "results": results}
     with atomic_write(out / "metrics.json") as fh:
         json.dump(report, fh, indent=2)
     reliability_grid(panels, out / "reliability.png")

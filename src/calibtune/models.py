@@ -184,18 +184,6 @@ def _torch_dtype(dtype: str):
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 
-def _torch_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def load_model(
     name: str,
     *,
@@ -204,20 +192,34 @@ def load_model(
     adapter: str | None = None,
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
+    attn_implementation: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` ready for scoring: eval mode, left padding, a pad token.
 
     ``name`` is an alias (see ``MODEL_ALIASES``), a local HF folder, a ``.gguf`` file (converted once
     into ``cache_dir``) or a hub id. ``adapter`` is an optional PEFT (LoRA) adapter folder.
+    ``device``/``dtype`` ``"auto"`` and ``attn_implementation`` follow :mod:`calibtune.devices`
+    (``None``: transformers' default, sdpa).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .devices import check_attention, resolve_device, resolve_dtype
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    check_attention(attn_implementation, device, dtype)
     torch_dtype = _torch_dtype(dtype)
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     resolved = resolve_model(name)
     source = str(gguf_to_cache(resolved.location, cache_dir)) if resolved.kind == "gguf" else resolved.location
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                     **attention)
+    except ImportError as err:
+        if not attention:
+            raise
+        raise ValueError(f"attn_implementation {attn_implementation!r} cannot be used: {err}") from None
     except OSError as err:
         if resolved.kind != "hub":
             raise
@@ -231,7 +233,7 @@ def load_model(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(Path(adapter).expanduser()))
-    model = model.to(_torch_device(device))
+    model = model.to(device)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,15 +1,24 @@
 """Post-hoc calibrators, scikit-learn style: ``fit`` on a held-out split, then ``transform``.
 
 Never fit on the split you report: ``calibtune eval --temperature-from DIR`` fits on one run's
-predictions and applies the temperature to another's.
+predictions and applies the temperature to another's. ``calibtune calibrate fit FILE`` fits on any scored
+file (calibtune predictions, lm-eval samples, per-option log-likelihoods) and saves the temperature
+(:func:`save_calibrator`); ``calibtune calibrate apply`` applies it to another file.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from .predictions import atomic_write
 
 
 def _padded_logits(log_probs: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -80,3 +89,40 @@ class TemperatureScaling:
         p /= p.sum(axis=1, keepdims=True)
         lengths = [len(r) for r in logits]
         return [p[i, :n] for i, n in enumerate(lengths)]
+
+
+CALIBRATOR_FORMAT = "calibtune-calibrator/1"
+
+
+def save_calibrator(ts: TemperatureScaling, path: str | os.PathLike[str], **meta: Any) -> dict[str, Any]:
+    """Write a fitted temperature to a small JSON file (``calibtune calibrate fit``); returns its content.
+
+    ``meta`` (what it was fitted on: file, format, normalisation, n) is stored beside the temperature,
+    so ``apply`` can refuse scores of another kind.
+    """
+    if not hasattr(ts, "temperature_"):
+        raise RuntimeError("This TemperatureScaling instance is not fitted yet; call fit(logits, labels) first")
+    doc = {"format": CALIBRATOR_FORMAT, "calibrator": "temperature", "temperature": ts.temperature_,
+           "nll_before": ts.nll_before_, "nll_after": ts.nll_after_, **meta}
+    with atomic_write(path) as fh:
+        json.dump(doc, fh, indent=2)
+    return doc
+
+
+def load_calibrator(path: str | os.PathLike[str]) -> tuple[TemperatureScaling, dict[str, Any]]:
+    """A calibrator written by :func:`save_calibrator` and its stored fields; a bad file is a ``ValueError``
+    naming the file and field."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(doc, dict) or doc.get("format") != CALIBRATOR_FORMAT:
+        raise ValueError(f"{path}: field 'format' is not {CALIBRATOR_FORMAT!r}: not a calibtune calibrator file")
+    if doc.get("calibrator") != "temperature":
+        raise ValueError(f"{path}: field 'calibrator' = {doc.get('calibrator')!r}; only 'temperature' is known")
+    t = doc.get("temperature")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise ValueError(f"{path}: field 'temperature' = {t!r} is not a positive number")
+    ts = TemperatureScaling()
+    ts.temperature_ = float(t)
+    return ts, doc

@@ -3,15 +3,19 @@
 One prediction per line, either ``{"probs": [...], "label": k}`` (class probabilities) or
 ``{"confidence": c, "correct": 0|1}``. CSV: a header with ``confidence,correct``, or ``label`` plus
 probability columns ``p0,p1,...`` (or one ``probs`` column holding a JSON list). Other fields
-(``id``, ``pred``...) are kept by the writer and ignored by the reader.
+(``id``, ``pred``...) are kept by the writer and ignored by the reader, except ``dataset`` and
+``scoring``: a file that mixes several (``calibtune eval`` writes one row per item, data set and
+scoring) is read as groups, never pooled (:meth:`Predictions.by_group`).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -40,6 +44,7 @@ class Predictions:
     labels: np.ndarray | None = None
     confidence: np.ndarray | None = None
     correct: np.ndarray | None = None
+    group: np.ndarray | None = None  # per row "dataset · scoring" (None when no row names either)
 
     @property
     def n(self) -> int:
@@ -50,6 +55,22 @@ class Predictions:
         if self.probs is not None:
             return self.probs, self.labels
         return self.confidence, self.correct
+
+    def by_group(self) -> dict[str, Predictions]:
+        """The rows of each ``dataset · scoring`` group in file order (one entry ``""`` when the file has no groups)."""
+        if self.group is None:
+            return {"": self}
+        out = {}
+        for name in dict.fromkeys(self.group.tolist()):
+            rows = self.group == name
+            pick = {k: None if v is None else v[rows] for k, v in (
+                ("probs", self.probs), ("mask", self.mask), ("labels", self.labels),
+                ("confidence", self.confidence), ("correct", self.correct))}
+            if pick["probs"] is not None:  # drop option columns no item of the group has
+                k = int(pick["mask"].sum(1).max())
+                pick["probs"], pick["mask"] = pick["probs"][:, :k], pick["mask"][:, :k]
+            out[name] = Predictions(self.path, **pick, group=self.group[rows])
+        return out
 
 
 def _number(value: Any, where: str, field: str) -> float:
@@ -96,19 +117,31 @@ def _row(rec: dict[str, Any], where: str, mode: str | None) -> tuple[str, Any, A
     return this, c, int(corr)
 
 
-def _records_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {i}"
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a UTF-8 text file, with the line of an undecodable byte in the error."""
+    with path.open("rb") as fh:
+        for i, raw in enumerate(fh, start=1):
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PredictionsError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise PredictionsError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            yield where, rec
+                yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise PredictionsError(f"{path}, line {i}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} "
+                                       f"at column {e.start + 1})") from None
+
+
+def _records_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}, line {i}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PredictionsError(f"{where}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise PredictionsError(f"{where}: JSON nested too deeply") from None
+        if not isinstance(rec, dict):
+            raise PredictionsError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        yield where, rec
 
 
 def _parse_csv_value(text: str, where: str, field: str) -> Any:
@@ -118,53 +151,101 @@ def _parse_csv_value(text: str, where: str, field: str) -> Any:
         raise PredictionsError(f"{where}: field '{field}' = {text!r} is not a number") from None
 
 
+def _csv_text(path: Path) -> str:
+    """The file as text, or an error naming the line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PredictionsError(f"{path}, line {line}: not valid UTF-8 (byte {data[e.start:e.start + 1]!r})") from None
+
+
+def _prob_columns(path: Path, header: list[str]) -> list[str]:
+    """The ``p0, p1, ...`` columns in order; a gap (``p0,p2``) is an error, not a silently shifted option."""
+    seen = [h for h in header if h.startswith("p") and h[1:].isdigit()]
+    cols = sorted(seen, key=lambda h: int(h[1:]))
+    for k, h in enumerate(cols):
+        if h != f"p{k}":
+            raise PredictionsError(f"{path}, line 1: probability column 'p{k}' is missing (columns: {', '.join(cols)})")
+    return cols
+
+
 def _records_csv(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
+    """CSV rows as records. An empty probability cell is an error unless only trailing cells are empty
+    (an item with fewer options); an empty ``label``/``confidence``/``correct`` cell is an error."""
+    reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+    try:
         header = next(reader, None)
         if header is None:
             return
         header = [h.strip() for h in header]
-        prob_cols = sorted((h for h in header if h.startswith("p") and h[1:].isdigit()), key=lambda h: int(h[1:]))
-        for i, row in enumerate(reader, start=2):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise PredictionsError(f"{path}, line 1: duplicate column(s) {dupes}")
+        prob_cols = _prob_columns(path, header)
+        start = reader.line_num + 1
+        for row in reader:
+            where, start = f"{path}, line {start}", reader.line_num + 1
             if not any(cell.strip() for cell in row):
                 continue
-            where = f"{path}, line {i}"
             if len(row) != len(header):
                 raise PredictionsError(f"{where}: {len(row)} fields, but the header has {len(header)}")
-            cells = dict(zip(header, row))
-            rec: dict[str, Any] = {}
+            cells = {h: c.strip() for h, c in zip(header, row)}
+            rec: dict[str, Any] = {k: cells[k] for k in ("dataset", "scoring") if cells.get(k)}
+            empty = {k for k in ("confidence", "correct", "label", "probs") if cells.get(k) == ""}
             for key in ("confidence", "correct", "label", "probs"):
-                if key in cells and cells[key].strip() != "":
+                if key in cells and key not in empty:
                     rec[key] = _parse_csv_value(cells[key], where, key)
             if prob_cols and "probs" not in rec:
-                rec["probs"] = [_parse_csv_value(cells[h], where, h) for h in prob_cols if cells[h].strip() != ""]
+                values = [cells[h] for h in prob_cols]
+                n = len(values)
+                while n and values[n - 1] == "":
+                    n -= 1  # trailing empty cells: the item has fewer options
+                gap = next((h for h, v in zip(prob_cols[:n], values[:n]) if v == ""), None)
+                if gap is not None:
+                    raise PredictionsError(f"{where}: field '{gap}' is empty between probabilities; "
+                                           "only trailing cells may be empty (an item with fewer options)")
+                rec["probs"] = [_parse_csv_value(v, where, h) for h, v in zip(prob_cols[:n], values[:n])]
+            needed = ("label",) if "probs" in rec else ("confidence", "correct")
+            blank = next((k for k in needed if k in empty), None)
+            if blank is not None:
+                raise PredictionsError(f"{where}: field '{blank}' is empty")
             yield where, rec
+    except csv.Error as e:
+        raise PredictionsError(f"{path}, line {reader.line_num}: unreadable CSV ({e})") from None
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Predictions:
     """Read and validate a predictions file; any bad line raises :class:`PredictionsError`.
 
     Items may have different numbers of options (ARC has 3–5): probabilities are zero-padded and
-    ``mask`` marks the real options.
+    ``mask`` marks the real options. Rows naming more than one ``dataset``/``scoring`` get a ``group``
+    each (``"arc-easy:test · cloze"``), so metrics are computed per group, never pooled.
     """
     p = Path(path)
     if not p.is_file():
-        raise PredictionsError(f"{p}: no such file")
+        raise PredictionsError(f"{p}: no such file" if not p.exists() else f"{p}: is a folder, not a predictions file")
     records = _records_csv(p) if p.suffix.lower() == ".csv" else _records_jsonl(p)
     mode: str | None = None
     xs: list[Any] = []
     ys: list[int] = []
-    for where, rec in records:
-        mode, x, y = _row(rec, where, mode)
-        xs.append(x)
-        ys.append(y)
+    groups: list[str] = []
+    try:
+        for where, rec in records:
+            mode, x, y = _row(rec, where, mode)
+            xs.append(x)
+            ys.append(y)
+            groups.append(" · ".join(str(rec[k]) for k in ("dataset", "scoring") if rec.get(k) is not None))
+    except OSError as e:
+        raise PredictionsError(f"{p}: cannot read ({e.strerror or e})") from None
     if not xs:
         raise PredictionsError(f"{p}: empty file, no predictions")
+    group = np.array(groups, dtype=object) if len(set(groups)) > 1 else None
     if mode == "probs":
         probs, mask = pad_probabilities(xs)
-        return Predictions(str(p), probs=probs, mask=mask, labels=np.array(ys, dtype=np.int64))
-    return Predictions(str(p), confidence=np.array(xs), correct=np.array(ys, dtype=np.int64))
+        return Predictions(str(p), probs=probs, mask=mask, labels=np.array(ys, dtype=np.int64), group=group)
+    return Predictions(str(p), confidence=np.array(xs), correct=np.array(ys, dtype=np.int64), group=group)
 
 
 @contextmanager
@@ -190,3 +271,30 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     with atomic_write(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a multi-file output in a temporary folder beside ``path``; swap it in only on success.
+
+    All or nothing: an existing ``path`` is moved aside, the new folder renamed into its place and the
+    old one removed, so no reader ever sees new files beside old ones. A failure or a kill before the
+    swap leaves ``path`` as it was (and at most a hidden ``.NAME.tmp-*`` folder beside it).
+    """
+    target = Path(path).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; results are readable like any folder
+        yield tmp
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,8 +22,21 @@ HighlyKnown (greedy always right), MaybeKnown (greedy sometimes), WeaklyKnown (g
 sample sometimes), Unknown (never). ``nll`` is the summed token NLL of the first alias after the 0-shot
 prompt ``Q: {q}\\nA:``. Defaults are sized for a CPU; the preset ``slick`` has the paper's values.
 
-``known`` follows ``known_rule``: ``"any"`` (default; category is not Unknown, the SliCK union),
-``"majority"`` (P_correct > 0.5, greedy for open questions) or ``"all"`` (HighlyKnown only).
+``known`` follows ``known_rule``. The multiple-choice default, ``"chance"``, calls an item known only
+when its number of right prompts is more than a random guesser explains: a guesser picking one of K
+options uniformly is right on c or more of n prompts with probability ``binomial_tail(c, n, 1/K)``,
+and the item is known when that probability is at most ``false_known_rate`` (default 0.05). With
+K = 4 and n = 4 that means all four prompts right (a guesser: 0.4 %); with K = 2 it needs n ≥ 5.
+:func:`false_known_rate` is the rate the rule actually allows, printed by ``calibtune probe``. The
+other rules: ``"any"`` (category is not Unknown, the SliCK union; a 4-option guesser over 4 prompts
+is "known" 68 % of the time), ``"majority"`` (P_correct > 0.5, greedy for open questions) and ``"all"``
+(HighlyKnown only). For open questions a right free-form answer is not a lucky guess, so
+``"chance"`` there is ``"any"``.
+
+Exemplars (multiple choice): by default (``exemplars="shared"``) prompt j of every item uses the same
+seeded exemplar set (one per prompt index, and per subject for MMLU), so its keys and values are
+computed once for the whole split (:class:`~calibtune.scoring.PrefixCache`); ``"per-item"`` draws a new
+set for every item and prompt, as before.
 
 :func:`run_probe` (what ``calibtune probe`` runs) adds loading and a cache: results are stored under
 ``probe_cache_dir()`` keyed by a hash of the model identity, the items, the exemplar pool and every
@@ -35,9 +48,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
-import re
-import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,11 +59,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from .answers import exact_match, normalize_answer  # re-exported: calibtune.probing.normalize_answer
 from .data import MCItem, OpenItem, exemplar_pool, load_dataset
 from .models import load_model, resolve_model
+from .open_prompts import pick_exemplars as _open_exemplars, slick_prompt as _open_prompt
 from .predictions import write_jsonl
-from .prompts import build_requests, get_template
-from .scoring import ClozeScorer, ScoringRequest, score
+from .prompts import Exemplars, build_requests, get_template
+from .devices import AUTO_MAX_BATCH, BatchSize, parse_batch_size, resolve_dtype, with_batch_backoff
+from .distributed import barrier, is_main_process, setup
+from .distributed import score_sharded as score  # scoring.score over this process's shard (accelerate launch)
+from .scoring import ClozeScorer, ScoringRequest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -74,13 +91,15 @@ __all__ = [
     "summarize_probe",
 ]
 
-KnownRule = Literal["any", "majority", "all"]
+KnownRule = Literal["chance", "any", "majority", "all"]
+KNOWN_RULES: tuple[str, ...] = ("chance", "any", "majority", "all")
+FALSE_KNOWN_RATE = 0.05  # the chance rule's default: at most this share of random guessers is called known
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-_FORMAT_VERSION = 1  # bump when the probing procedure changes, to invalidate cached results
+_FORMAT_VERSION = 2  # bump when the probing procedure changes, to invalidate cached results
 
 # Per preset and kind: the defaults of the settings that the caller leaves unset (None).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {"mc": {"n_prompts": 4, "shots": 2},
+    "default": {"mc": {"n_prompts": 5, "shots": 2},  # 5: the chance rule can call a 2-option item known
                 "open": {"n_prompts": 3, "shots": 4, "n_samples": 2}},
     "slick": {"mc": {"n_prompts": 10, "shots": 4},
               "open": {"n_prompts": 10, "shots": 4, "n_samples": 16}},  # N_ex = 10, N_sample = 16
@@ -130,30 +149,56 @@ def categorize_open(greedy: Sequence[bool], sampled: Sequence[bool]) -> str:
     return "WeaklyKnown" if any(sampled) else "Unknown"
 
 
-def is_known(category: str, p_correct: float, rule: KnownRule = "any") -> bool:
-    """The known/unknown label: ``any`` = not Unknown, ``majority`` = P_correct > 0.5, ``all`` = HighlyKnown."""
+def binomial_tail(c: int, n: int, p: float) -> float:
+    """P(X >= c) for X ~ Binomial(n, p): how often a guesser right with probability p gets c of n right.
+
+    >>> round(binomial_tail(4, 4, 0.25), 6), round(binomial_tail(3, 4, 0.25), 6)
+    (0.003906, 0.050781)
+    """
+    return float(sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(max(c, 0), n + 1)))
+
+
+def chance_known(n_right: int, n_prompts: int, n_options: int, rate: float = FALSE_KNOWN_RATE) -> bool:
+    """Whether ``n_right`` of ``n_prompts`` right is more than a uniform guesser over ``n_options`` explains.
+
+    >>> chance_known(4, 4, 4), chance_known(3, 4, 4), chance_known(4, 4, 2), chance_known(5, 5, 2)
+    (True, False, False, True)
+    """
+    return n_right > 0 and binomial_tail(n_right, n_prompts, 1 / n_options) <= rate
+
+
+def false_known_rate(n_prompts: int, n_options: int, rule: KnownRule = "chance", rate: float = FALSE_KNOWN_RATE) -> float:
+    """The probability that a uniform guesser over ``n_options`` is called known under ``rule``.
+
+    >>> round(false_known_rate(4, 4, "chance"), 4), round(false_known_rate(4, 4, "any"), 4)
+    (0.0039, 0.6836)
+    """
+    p = 1 / n_options
+    if rule == "chance":
+        need = next((c for c in range(1, n_prompts + 1) if binomial_tail(c, n_prompts, p) <= rate), None)
+        return 0.0 if need is None else binomial_tail(need, n_prompts, p)
+    need = {"any": 1, "majority": n_prompts // 2 + 1, "all": n_prompts}[rule]
+    return binomial_tail(need, n_prompts, p)
+
+
+def is_known(category: str, p_correct: float, rule: KnownRule = "any", *, n_prompts: int | None = None,
+             n_options: int | None = None, rate: float = FALSE_KNOWN_RATE) -> bool:
+    """The known/unknown label: ``chance`` = more right prompts than chance explains (needs ``n_prompts``
+    and ``n_options``; open questions pass ``n_options=None`` and get ``any``), ``any`` = not Unknown,
+    ``majority`` = P_correct > 0.5, ``all`` = HighlyKnown."""
+    if rule == "chance":
+        if n_options is None:
+            return category != "Unknown"
+        if n_prompts is None:
+            raise ValueError("the chance rule needs the number of prompts")
+        return chance_known(round(p_correct * n_prompts), n_prompts, n_options, rate)
     if rule == "any":
         return category != "Unknown"
     if rule == "majority":
         return p_correct > 0.5
     if rule == "all":
         return category == "HighlyKnown"
-    raise ValueError(f"Expected `known_rule` to be one of ('any', 'majority', 'all'), but got {rule!r}")
-
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
-
-
-def exact_match(prediction: str, answers: Sequence[str]) -> bool:
-    """Whether the normalised prediction equals one of the normalised gold aliases."""
-    pred = normalize_answer(prediction)
-    return any(pred == normalize_answer(a) for a in answers)
+    raise ValueError(f"Expected `known_rule` to be one of {KNOWN_RULES}, but got {rule!r}")
 
 
 def _seed(*parts: object) -> int:
@@ -176,31 +221,45 @@ def probe_mc(
     scoring: Literal["cloze", "letter"] = "cloze",
     normalize: Literal["sum", "mean"] = "sum",
     template: str = "blob",
-    known_rule: KnownRule = "any",
+    known_rule: KnownRule = "chance",
+    false_known: float = FALSE_KNOWN_RATE,
+    exemplars: Exemplars = "shared",
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     progress: bool = True,
 ) -> list[ProbeRecord]:
     """Probe multiple-choice items (see the module docstring); one ``score`` call for all prompts.
 
-    Prompt ``j`` of an item permutes its options and draws its exemplars from ``pool`` with seeds
-    derived from ``(seed, j, item id)``, so an item's probe does not depend on the other items.
+    Under ``accelerate launch`` each process scores its shard of the prompts (:mod:`calibtune.distributed`).
+
+    Prompt ``j`` of an item permutes its options with a seed derived from ``(seed, j, item id)``. Its
+    exemplars are the split's shared set ``j`` (``exemplars="shared"``, seeded by ``(seed, j)``) or
+    drawn for the item alone (``"per-item"``, seeded by ``(seed, j, item id)``); either way an item's
+    probe does not depend on which other items are probed alongside it.
     """
     if n_prompts < 1:
         raise ValueError(f"Expected `n_prompts` >= 1, but got {n_prompts}")
+    if known_rule == "chance":
+        for k in sorted({len(it.options) for it in items}):
+            if not chance_known(n_prompts, n_prompts, k, false_known):
+                raise ValueError(f"known_rule 'chance': with {k} options and {n_prompts} prompts even an item right on "
+                                 f"every prompt is within chance at false-known rate {false_known} "
+                                 f"({binomial_tail(n_prompts, n_prompts, 1 / k):.3f}); use more prompts")
     tmpl = get_template(template, tokenizer)
-    requests: list[ScoringRequest] = []
-    perms: list[list[np.ndarray]] = []
-    for item in items:
-        item_perms = []
-        for j in range(n_prompts):
-            perm = np.random.default_rng(_seed(seed, "perm", j, item.id)).permutation(len(item.options))
-            permuted = dataclasses.replace(item, options=tuple(item.options[p] for p in perm),
-                                           gold=int(np.flatnonzero(perm == item.gold)[0]))
-            requests += build_requests([permuted], tmpl, scoring, shots=shots, pool=pool,
-                                       seed=_seed(seed, "shots", j, item.id))
-            item_perms.append(perm)
-        perms.append(item_perms)
+    perms = [[np.random.default_rng(_seed(seed, "perm", j, item.id)).permutation(len(item.options))
+              for j in range(n_prompts)] for item in items]
+    per_prompt: list[list[ScoringRequest]] = []
+    for j in range(n_prompts):
+        permuted = [dataclasses.replace(item, options=tuple(item.options[p] for p in perms[i][j]),
+                                        gold=int(np.flatnonzero(perms[i][j] == item.gold)[0]))
+                    for i, item in enumerate(items)]
+        if exemplars == "shared":
+            per_prompt.append(build_requests(permuted, tmpl, scoring, shots=shots, pool=pool,
+                                             seed=_seed(seed, "shots", j), exemplars="shared"))
+        else:
+            per_prompt.append([build_requests([it], tmpl, scoring, shots=shots, pool=pool, exemplars="per-item",
+                                              seed=_seed(seed, "shots", j, it.id))[0] for it in permuted])
+    requests = [per_prompt[j][i] for i in range(len(items)) for j in range(n_prompts)]
     requests += build_requests(items, tmpl, scoring)  # canonical: 0-shot, original order
     logprobs = score(model, tokenizer, requests, scoring=scoring, normalize=normalize, batch_size=batch_size,
                      progress=progress)
@@ -217,7 +276,9 @@ def probe_mc(
         flags = [d["correct"] for d in details]
         category = categorize_mc(flags)
         p_correct = sum(flags) / n_prompts
-        records.append(ProbeRecord(id=item.id, category=category, known=is_known(category, p_correct, known_rule),
+        known = is_known(category, p_correct, known_rule, n_prompts=n_prompts, n_options=len(item.options),
+                         rate=false_known)
+        records.append(ProbeRecord(id=item.id, category=category, known=known,
                                    p_correct=p_correct, nll=float(-canonical[i][item.gold]), n_prompts=n_prompts,
                                    prompts=details))
     return records
@@ -225,24 +286,6 @@ def probe_mc(
 
 # --------------------------------------------------------------------------------------------
 # Open questions
-
-
-def _open_prompt(item: OpenItem, exemplars: Sequence[OpenItem]) -> str:
-    """SliCK's prompt (App. C): ``Q: …\\nA: …`` per exemplar, then ``Q: {question}\\nA:``."""
-    shots = "".join(f"Q: {ex.question}\nA: {ex.answers[0]}\n" for ex in exemplars)
-    return f"{shots}Q: {item.question}\nA:"
-
-
-def _open_exemplars(item: OpenItem, pool: Sequence[OpenItem], shots: int, seed: int) -> list[OpenItem]:
-    """``shots`` seeded exemplars, never the item itself; from its own relation when there are enough."""
-    candidates = [p for p in pool if p.id != item.id and p.question != item.question]
-    same = [p for p in candidates if item.subject and p.subject == item.subject]
-    if len(same) >= shots:
-        candidates = same
-    if len(candidates) < shots:
-        raise ValueError(f"{shots}-shot prompts need {shots} exemplars, but the pool has {len(candidates)}")
-    picks = np.random.default_rng(seed).choice(len(candidates), size=shots, replace=False)
-    return [candidates[k] for k in picks]
 
 
 def _generate(
@@ -331,7 +374,7 @@ def probe_open(
     top_k: int = 40,
     shots: int = 4,
     max_new_tokens: int = 16,
-    known_rule: KnownRule = "any",
+    known_rule: KnownRule = "chance",
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = True,
@@ -423,16 +466,49 @@ class ProbeConfig:
     temperature: float = 0.5
     top_k: int = 40
     max_new_tokens: int = 16
-    known_rule: KnownRule = "any"
+    known_rule: KnownRule = "chance"
+    false_known: float = FALSE_KNOWN_RATE  # the chance rule's allowed rate of random guessers called known
+    exemplars: Exemplars = "shared"  # multiple choice: one exemplar set per prompt index, or per item
     limit: int | None = None
     seed: int = 0
-    batch_size: int = 8
+    batch_size: BatchSize = 8  # "auto": the largest that fits (calibtune.devices)
     dtype: str = "float32"
-    device: str = "cpu"
+    device: str = "auto"
+    attn_implementation: str | None = None  # None: transformers' default (sdpa)
     data_dir: str | None = None
     cache: bool = True
     cache_dir: str | None = None  # default: probe_cache_dir()
     progress: bool = True
+    overwrite: bool = True  # False: refuse an existing ``out`` (``calibtune probe`` without --overwrite)
+
+
+def check_probe_config(cfg: ProbeConfig) -> None:
+    """Every setting of ``cfg`` that can be checked before data or model are loaded, and the output file."""
+    from . import checks
+    from .models import _torch_dtype
+
+    for name in ("n_prompts", "top_k", "max_new_tokens", "limit"):
+        checks.at_least(f"--{name.replace('_', '-')}", getattr(cfg, name), 1)
+    parse_batch_size(cfg.batch_size)
+    for name in ("shots", "n_samples"):
+        checks.at_least(f"--{name.replace('_', '-')}", getattr(cfg, name), 0)
+    if not (isinstance(cfg.temperature, (int, float)) and cfg.temperature > 0):
+        raise ValueError(f"temperature must be > 0, got {cfg.temperature!r}")
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}: use one of {tuple(PRESETS)}")
+    if cfg.known_rule not in KNOWN_RULES:
+        raise ValueError(f"known_rule must be one of {KNOWN_RULES}, got {cfg.known_rule!r}")
+    if cfg.scoring not in ("cloze", "letter"):
+        raise ValueError(f"scoring must be 'cloze' or 'letter', got {cfg.scoring!r}")
+    if cfg.normalize not in ("sum", "mean"):
+        raise ValueError(f"normalize must be 'sum' or 'mean', got {cfg.normalize!r}")
+    _torch_dtype(cfg.dtype)
+    checks.template(cfg.template)
+    resolve_model(cfg.model)
+    if cfg.out:
+        checks.output_file(cfg.out, cfg.overwrite, inputs=(cfg.data,))
+    if cfg.cache:
+        checks.writable_folder(Path(cfg.cache_dir) if cfg.cache_dir else probe_cache_dir(), what="probe cache")
 
 
 @dataclass
@@ -457,7 +533,9 @@ def _settings(cfg: ProbeConfig, kind: str) -> dict[str, Any]:
     if kind == "mc":
         if cfg.normalize not in ("sum", "mean"):
             raise ValueError(f"normalize must be 'sum' or 'mean', got {cfg.normalize!r}")
-        settings.update(scoring=cfg.scoring, template=cfg.template)
+        settings.update(scoring=cfg.scoring, template=cfg.template, exemplars=cfg.exemplars)
+        if cfg.known_rule == "chance":
+            settings.update(false_known=cfg.false_known)
         if cfg.scoring == "cloze":
             settings.update(normalize=cfg.normalize)
     else:
@@ -470,8 +548,11 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
 
     The exemplar pool is the data set's other labelled split (:func:`exemplar_pool`) or, when it has
     none, the whole data set (an item is never its own exemplar). Batch size, device and progress are
-    not part of the cache key.
+    not part of the cache key. Settings and ``out`` are checked first (:func:`check_probe_config`).
     """
+    check_probe_config(cfg)
+    device = setup(cfg.device)  # joins the process group under accelerate launch
+    cfg = dataclasses.replace(cfg, device=device, dtype=resolve_dtype(cfg.dtype, device))  # the cache keys the real dtype
     ds = load_dataset(cfg.data, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
     kinds = {type(it) for it in ds.items}
     if len(kinds) > 1:
@@ -491,16 +572,22 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
         by_id = load_probe(cache_file)
         records = [by_id[it.id] for it in ds.items]
     else:
-        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
+                                      attn_implementation=cfg.attn_implementation)
         common = dict(pool=pool.items if pool else None, seed=cfg.seed, batch_size=cfg.batch_size,
                       progress=cfg.progress, **{k: v for k, v in settings.items() if k not in ("seed", "dtype")})
         probe = probe_mc if kind == "mc" else probe_open
-        records = probe(model, tokenizer, ds.items, **common)
+        if kind == "open" and cfg.batch_size == "auto":  # generation is not sharded: back off around all of it
+            records, _ = with_batch_backoff(lambda size: probe(model, tokenizer, ds.items, **{**common, "batch_size": size}),
+                                            AUTO_MAX_BATCH, where=cfg.device)
+        else:
+            records = probe(model, tokenizer, ds.items, **common)
     rows = [dataclasses.asdict(r) for r in records]
-    if cfg.cache and not cached:
+    if cfg.cache and not cached and is_main_process():
         write_jsonl(cache_file, rows)
-    if cfg.out:
+    if cfg.out and is_main_process():
         write_jsonl(cfg.out, rows)
+    barrier()  # the files are there for every process
     return ProbeResult(records=records, kind=kind, data=ds.name, settings=settings, cached=cached,
                        seconds=time.perf_counter() - t0)
 

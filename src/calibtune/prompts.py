@@ -15,6 +15,7 @@ placeholders (``{options}`` is the labelled list, one ``A. text`` per line).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,17 +109,39 @@ def get_template(name: str, tokenizer: object | None = None) -> Template:
     path = Path(name)
     if not path.is_file():
         raise ValueError(f"unknown template {name!r}: use one of {TEMPLATES} or a path to a template file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: template is not valid UTF-8 (byte {e.start})") from None
     try:
         text.format(question="", options="", context="", subject="")
-    except (KeyError, IndexError, ValueError) as e:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
         raise ValueError(f"{path}: bad template placeholder {e}; allowed: {{question}} {{options}} {{context}} {{subject}}") from None
+    if "{question}" not in text.replace("{{", "").replace("}}", ""):
+        raise ValueError(f"{path}: template has no {{question}} placeholder, so every item would get the same prompt")
     return Template(path.stem, text=text, tokenizer=tokenizer)
 
 
 def _solved(template: Template, item: MCItem, scoring: Scoring) -> str:
     prompt, choices = template.render(item, scoring)
     return prompt + choices[item.gold]
+
+
+Exemplars = Literal["shared", "per-item"]
+EXEMPLAR_MODES: tuple[str, ...] = ("shared", "per-item")
+
+
+def _draw_exemplars(subject: str | None, pool: Sequence[MCItem], shots: int, rng: np.random.Generator,
+                    exclude: Sequence[str] = ()) -> list[MCItem]:
+    """``shots`` exemplars from ``pool`` except the ids in ``exclude``; from ``subject`` when the pool
+    has enough (MMLU, as in the paper)."""
+    candidates = [p for p in pool if p.id not in exclude]
+    same_subject = [p for p in candidates if subject and p.subject == subject]
+    if len(same_subject) >= shots:
+        candidates = same_subject
+    if len(candidates) < shots:
+        raise ValueError(f"{shots}-shot prompts need {shots} exemplars, but the pool has {len(candidates)}")
+    return [candidates[i] for i in rng.choice(len(candidates), size=shots, replace=False)]
 
 
 def build_requests(
@@ -129,28 +152,50 @@ def build_requests(
     shots: int = 0,
     pool: Sequence[MCItem] | None = None,
     seed: int = 0,
+    exemplars: Exemplars = "per-item",
 ) -> list[ScoringRequest]:
     """Scoring requests for ``items``, each with ``shots`` seeded exemplars from ``pool`` (never itself;
     from the item's own subject when the pool has enough).
 
     Exemplars are solved examples in the same format, separated by a blank line; with ``chat`` they
     are earlier user/assistant turns folded into the prompt text the same way.
+    ``exemplars="per-item"`` draws a new set for every item (lm-eval's convention); ``"shared"`` draws
+    one set per subject, seeded, used by every item of that subject (an item that is itself in the set
+    gets its own draw), and marks it as the request's ``shared_prefix`` so :func:`~calibtune.scoring.score`
+    computes its keys and values once.
+
+    >>> from calibtune.data import MCItem
+    >>> pool = [MCItem(id=f"p{i}", question=f"Q{i}?", options=("a", "b"), gold=0) for i in range(5)]
+    >>> items = [MCItem(id=f"x{i}", question=f"X{i}?", options=("a", "b"), gold=1) for i in range(3)]
+    >>> reqs = build_requests(items, Template("blob"), "cloze", shots=2, pool=pool, exemplars="shared")
+    >>> len({r.shared_prefix for r in reqs}), all(r.prompt.startswith(r.shared_prefix) for r in reqs)
+    (1, True)
     """
     if shots and not pool:
         raise ValueError(f"{shots}-shot prompts need an exemplar pool, but this data set has no dev/train split")
+    if exemplars not in EXEMPLAR_MODES:
+        raise ValueError(f"Expected `exemplars` to be one of {EXEMPLAR_MODES}, but got {exemplars!r}")
     rng = np.random.default_rng(seed)
+    shared: dict[str | None, list[MCItem]] = {}
     requests = []
     for item in items:
-        prefix = ""
+        prefix, key = "", ""
         if shots:
-            candidates = [p for p in pool if p.id != item.id]
-            same_subject = [p for p in candidates if item.subject and p.subject == item.subject]
-            if len(same_subject) >= shots:  # MMLU: exemplars from the item's own subject, as in the paper
-                candidates = same_subject
-            if len(candidates) < shots:
-                raise ValueError(f"{shots}-shot prompts need {shots} exemplars, but the pool has {len(candidates)}")
-            picks = rng.choice(len(candidates), size=shots, replace=False)
-            prefix = "\n\n".join(_solved(template, candidates[i], scoring) for i in picks) + "\n\n"
+            if exemplars == "shared":
+                group = item.subject or None
+                if group not in shared:
+                    group_seed = [seed, zlib.crc32(str(group).encode())]  # independent of item order
+                    shared[group] = _draw_exemplars(group, pool, shots, np.random.default_rng(group_seed))
+                picks = shared[group]
+                if any(p.id == item.id for p in picks):  # never its own exemplar: a private set
+                    own = np.random.default_rng([seed, zlib.crc32(item.id.encode())])  # independent of item order
+                    picks = _draw_exemplars(group, pool, shots, own, exclude=[item.id])
+                else:
+                    key = "shared"
+            else:
+                picks = _draw_exemplars(item.subject, pool, shots, rng, exclude=[item.id])
+            prefix = "\n\n".join(_solved(template, p, scoring) for p in picks) + "\n\n"
         prompt, choices = template.render(item, scoring)
-        requests.append(ScoringRequest(prompt=prefix + prompt, choices=list(choices)))
+        requests.append(ScoringRequest(prompt=prefix + prompt, choices=list(choices),
+                                       shared_prefix=prefix if key else "", item_id=item.id))
     return requests

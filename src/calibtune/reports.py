@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .metrics import ReliabilityBins  # noqa: E402
+from .metrics import ReliabilityBins, SmoothReliability  # noqa: E402
 from .predictions import atomic_write  # noqa: E402
 
 
@@ -49,6 +50,36 @@ def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_t
     return fig
 
 
+def plot_smooth_reliability(curve: SmoothReliability, *, title: str = "", ax_top=None, ax_bottom=None):
+    """Draw the smooth reliability curve with its bootstrap band, and the confidence density below."""
+    if ax_top is None:
+        fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
+                                                gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        fig = ax_top.figure
+    if curve.lower is not None:
+        ax_top.fill_between(curve.t, curve.lower, curve.upper, color="#4c72b0", alpha=0.25, linewidth=0,
+                            label=f"{100 * curve.level:.0f} % bootstrap band")
+    sparse = curve.density < 0.1 * np.nanmax(curve.density)  # few items near these confidences: extrapolated
+    ax_top.plot(curve.t, np.where(sparse, np.nan, curve.accuracy), color="#4c72b0", lw=2,
+                label="accuracy (kernel regression)")
+    ax_top.plot(curve.t, np.where(sparse, curve.accuracy, np.nan), color="#4c72b0", lw=1, ls=":",
+                label="same, where density < 10 % of its peak")
+    ax_top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax_top.set_xlim(0, 1)
+    ax_top.set_ylim(0, 1)
+    ax_top.set_ylabel("accuracy")
+    ax_top.set_title(f"{title} (smooth)" if title else "smooth")
+    handles, labels = ax_top.get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], linestyle=""))
+    labels.append(f"smECE = {curve.smece:.4f}, σ = {curve.sigma:.3f} (n = {curve.n})")
+    ax_top.legend(handles, labels, loc="upper left", fontsize=8)
+    ax_bottom.fill_between(curve.t, curve.density, color="#8c8c8c", linewidth=0)
+    ax_bottom.set_xlabel("confidence")
+    ax_bottom.set_ylabel("density")
+    return fig
+
+
 def save_figure(fig, path: str | os.PathLike[str]) -> list[Path]:
     """Save ``fig`` atomically to ``path`` and, beside it, the other of PNG/SVG."""
     p = Path(path)
@@ -63,18 +94,31 @@ def save_figure(fig, path: str | os.PathLike[str]) -> list[Path]:
     return out
 
 
-def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike[str], *, ece: float, title: str = "") -> list[Path]:
-    """Write a reliability diagram to ``path`` (PNG) and the same stem as SVG."""
-    return save_figure(plot_reliability(bins, ece=ece, title=title), path)
+def reliability_diagram(bins: ReliabilityBins, path: str | os.PathLike[str], *, ece: float, title: str = "",
+                        smooth: SmoothReliability | None = None) -> list[Path]:
+    """Write a reliability diagram to ``path`` (PNG) and the same stem as SVG; with ``smooth``, the smooth
+    diagram beside the binned one."""
+    if smooth is None:
+        return save_figure(plot_reliability(bins, ece=ece, title=title), path)
+    return reliability_grid([(title, bins, ece, smooth)], path)
 
 
-def reliability_grid(panels: Sequence[tuple[str, ReliabilityBins, float]], path: str | os.PathLike[str]) -> list[Path]:
-    """One reliability diagram per (title, bins, ece) side by side."""
-    n = len(panels)
+Panel = Union[tuple[str, ReliabilityBins, float], tuple[str, ReliabilityBins, float, SmoothReliability]]
+
+
+def reliability_grid(panels: Sequence[Panel], path: str | os.PathLike[str]) -> list[Path]:
+    """One reliability diagram per (title, bins, ece) side by side; a panel with a fourth element, a
+    :class:`~calibtune.metrics.SmoothReliability`, also gets its smooth diagram, right of the binned one."""
+    n = sum(2 if len(p) > 3 and p[3] is not None else 1 for p in panels)
     fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 5.6), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1]})
-    for i, (title, bins, ece) in enumerate(panels):
-        plot_reliability(bins, ece=ece, title=title, ax_top=axes[0, i], ax_bottom=axes[1, i])
+    col = 0
+    for title, bins, ece, *rest in panels:
+        plot_reliability(bins, ece=ece, title=title, ax_top=axes[0, col], ax_bottom=axes[1, col])
+        col += 1
+        if rest and rest[0] is not None:
+            plot_smooth_reliability(rest[0], title=title, ax_top=axes[0, col], ax_bottom=axes[1, col])
+            col += 1
     fig.tight_layout()
     return save_figure(fig, path)
 

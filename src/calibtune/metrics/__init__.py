@@ -15,12 +15,12 @@ from .calibration import (
     reliability_bins,
 )
 from .scores import accuracy, aurc, auroc, brier_score, nll, risk_coverage_curve, selective_accuracy
-from .smooth import smooth_ece, smooth_ece_at
+from .smooth import SmoothReliability, smooth_ece, smooth_ece_at, smooth_reliability
 from .summary import CONTRACT_KEYS, pad_probabilities, summarize
 
 __all__ = [
-    "CONTRACT_KEYS", "PRESETS", "ReliabilityBins", "accuracy", "aurc", "auroc", "bootstrap_ci", "brier_score",
-    "calibration_error", "classwise_calibration_error", "decimal_edges", "equal_mass_edges", "nll",
+    "CONTRACT_KEYS", "PRESETS", "ReliabilityBins", "SmoothReliability", "accuracy", "aurc", "auroc", "bootstrap_ci",
+    "brier_score", "calibration_error", "classwise_calibration_error", "decimal_edges", "equal_mass_edges", "nll",
     "pad_probabilities", "reliability_bins", "risk_coverage_curve", "selective_accuracy", "smooth_ece",
-    "smooth_ece_at", "summarize",
+    "smooth_ece_at", "smooth_reliability", "summarize",
 ]

@@ -9,6 +9,15 @@ import numpy as np
 from ._inputs import ArrayLike, to_numpy
 
 
+MAX_RESAMPLES = 100_000  # memory and time stay bounded; intervals settle long before this
+
+
+def check_resamples(n_resamples: int) -> None:
+    """``n_resamples`` is an integer in ``[1, MAX_RESAMPLES]``."""
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or not 1 <= n_resamples <= MAX_RESAMPLES:
+        raise ValueError(f"Expected argument `n_resamples` (--bootstrap) in [1, {MAX_RESAMPLES}], but got {n_resamples!r}.")
+
+
 def bootstrap_ci(
     metric: Callable[..., float],
     *arrays: ArrayLike,
@@ -27,8 +36,7 @@ def bootstrap_ci(
         >>> 0 <= lo <= 0.75 <= hi <= 1
         True
     """
-    if n_resamples < 1:
-        raise ValueError(f"Expected argument `n_resamples` >= 1, but got {n_resamples!r}.")
+    check_resamples(n_resamples)
     if not 0 < confidence_level < 1:
         raise ValueError(f"Expected argument `confidence_level` in (0, 1), but got {confidence_level!r}.")
     data = [to_numpy(a) for a in arrays]

@@ -115,9 +115,12 @@ class ReliabilityBins:
         }
 
 
+MAX_BINS = 10_000  # bins cost memory (several arrays per bin, per class, per bootstrap resample); far above any use
+
+
 def _check_args(n_bins: int, binning: str, edge: str, norm: str | None = None) -> None:
-    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ValueError(f"Expected argument `n_bins` to be a positive integer, but got {n_bins!r}.")
+    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or not 1 <= n_bins <= MAX_BINS:
+        raise ValueError(f"Expected argument `n_bins` to be an integer in [1, {MAX_BINS}], but got {n_bins!r}.")
     if binning not in BINNINGS:
         raise ValueError(f"Expected argument `binning` to be one of {BINNINGS}, but got {binning!r}.")
     if edge not in EDGES:

@@ -14,6 +14,8 @@ keeps the cost O(N + grid·mesh).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ._inputs import ArrayLike, confidence_and_correct
@@ -87,3 +89,67 @@ def smooth_ece(confidence: ArrayLike, correct: ArrayLike, *, min_sigma: float = 
             hi = mid
     value = _smooth_ece(f, r, hi)
     return (value, hi) if return_sigma else value
+
+
+@dataclass(frozen=True)
+class SmoothReliability:
+    r"""A smooth reliability diagram: :math:`\hat a(t) = \sum_i K_\sigma(t, f_i) y_i / \sum_i K_\sigma(t, f_i)`.
+
+    Nadaraya–Watson kernel regression of correctness on confidence with the reflected Gaussian
+    kernel of the smooth ECE, at its automatic bandwidth :math:`\sigma^*` (the diagram the smECE
+    measures: Błasiok & Nakkiran 2024, relplot). ``lower``/``upper`` are a pointwise percentile band
+    of the same regression on bootstrap resamples of the items (``None`` without resamples);
+    ``density`` is the kernel density of the confidences (integrates to about 1 over [0, 1]).
+    """
+
+    t: np.ndarray
+    accuracy: np.ndarray
+    density: np.ndarray
+    lower: np.ndarray | None
+    upper: np.ndarray | None
+    sigma: float
+    smece: float
+    n: int
+    level: float
+
+
+def smooth_reliability(confidence: ArrayLike, correct: ArrayLike, *, sigma: float | None = None, n_points: int = 201,
+                       n_resamples: int = 200, level: float = 0.95, seed: int = 0) -> SmoothReliability:
+    """The smooth reliability curve on ``n_points`` confidences in [0, 1], with a bootstrap band.
+
+    ``sigma`` defaults to the smooth-ECE bandwidth of the data; the resamples keep it fixed (the band
+    is the curve's sampling variability at that bandwidth). Accepts ``(N, K)`` probabilities with
+    labels (top-label) or ``(N,)`` confidences with 0/1 targets. Where the kernel puts no weight on any
+    item (far from all confidences) the curve is NaN.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"Expected argument `level` in (0, 1), but got {level!r}.")
+    if n_resamples < 0 or n_points < 2:
+        raise ValueError(f"Expected `n_resamples` >= 0 and `n_points` >= 2, but got {n_resamples!r} and {n_points!r}.")
+    f, y = confidence_and_correct(confidence, correct)
+    f, y = f.astype(np.float64), y.astype(np.float64)
+    smece, auto = smooth_ece(f, y, return_sigma=True)
+    sigma = auto if sigma is None else float(sigma)
+    if not sigma > 0:
+        raise ValueError(f"Expected argument `sigma` > 0, but got {sigma!r}.")
+    grid_points = max(2001, int(np.ceil(4.0 / sigma)) + 1)
+    g = np.linspace(0.0, 1.0, grid_points)
+    t = np.linspace(0.0, 1.0, n_points)
+    weights = np.ones((len(f), 1))
+    if n_resamples:
+        picks = np.random.default_rng(seed).integers(0, len(f), size=(n_resamples, len(f)))
+        counts = np.stack([np.bincount(p, minlength=len(f)) for p in picks], axis=1).astype(np.float64)
+        weights = np.concatenate([weights, counts], axis=1)  # column 0: the data themselves
+    ones = np.stack([_linear_binning(f, w, grid_points) for w in weights.T], axis=1)
+    hits = np.stack([_linear_binning(f, w * y, grid_points) for w in weights.T], axis=1)
+    keep = ones[:, 0] > 0
+    k = _reflected_kernel(t, g[keep], sigma)
+    num, den = k @ hits[keep], k @ ones[keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curves = np.where(den > 0, num / den, np.nan)
+    lower = upper = None
+    if n_resamples:
+        alpha = (1 - level) / 2
+        lower, upper = np.nanquantile(curves[:, 1:], [alpha, 1 - alpha], axis=1)
+    return SmoothReliability(t=t, accuracy=curves[:, 0], density=den[:, 0] / len(f), lower=lower, upper=upper,
+                             sigma=float(sigma), smece=float(smece), n=len(f), level=level)
