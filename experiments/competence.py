@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from calibtune.data import DATASETS, load_dataset
-from calibtune.metrics import pad_probabilities, summarize
+from calibtune.metrics import accuracy, bootstrap_ci, pad_probabilities, summarize
 from calibtune.predictions import atomic_write
 from calibtune.prompts import build_requests, get_template
 from calibtune.scoring import make_scorer, score
@@ -76,9 +76,9 @@ def raw_scores(model_name: str, spec: str, *, model_cache: dict) -> dict:
 def _row(model: str, data: str, scoring: str, scores: list[np.ndarray], gold: list[int]) -> dict:
     probs = [np.exp(s - np.logaddexp.reduce(s)) for s in scores]
     p, mask = pad_probabilities(probs)
-    m = summarize(p, np.array(gold), mask=mask, n_bins=15, bootstrap=1000, seed=0)
+    m = summarize(p, np.array(gold), mask=mask, n_bins=15)
     chance = float(np.mean([1 / len(s) for s in scores]))
-    lo, hi = m["accuracy_ci"]
+    lo, hi = bootstrap_ci(accuracy, p, np.array(gold), n_resamples=1000, seed=0)
     return {"model": model, "data": data, "scoring": scoring, "n": m["n"], "chance": round(chance, 4),
             "accuracy": round(m["accuracy"], 4), "accuracy_lo": round(lo, 4), "accuracy_hi": round(hi, 4),
             "margin": round(m["accuracy"] - chance, 4), "ece": round(m["ece"], 4),

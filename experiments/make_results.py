@@ -1,6 +1,7 @@
 """Build experiments/RESULTS.md (tables and figures) from the studies' summary.csv and predictions.
 
 Usage: .venv/bin/python experiments/make_results.py
+Round 2 (issue 10, experiments/results_round2.py) comes first; round 1 follows, unchanged.
 Reads experiments/results/{cogcalib,cogcalib_alpha,cft}/summary.csv (+ per-cell predictions) and experiments/results/ratio/.
 Numbers are means over the seeds that finished; every cell's raw row stays in summary.csv.
 """
@@ -17,6 +18,8 @@ import numpy as np
 from calibtune.metrics import reliability_bins
 from calibtune.predictions import atomic_write, read_predictions
 from calibtune.reports import plt, reliability_grid, save_figure
+
+import results_round2
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -200,7 +203,9 @@ def ratio_section() -> list[str]:
 def main() -> None:
     FIGS.mkdir(parents=True, exist_ok=True)
     intro = (ROOT / "RESULTS.intro.md").read_text() if (ROOT / "RESULTS.intro.md").exists() else ""
-    lines = [intro, "## Methods on four tasks (in-domain) and OpenBookQA → MMLU (out of domain)", "",
+    lines = [*results_round2.section(), "---", "",
+             "*Round 1 below, kept as it was: tasks at chance for the 135M model, one epoch of training.*", "",
+             intro, "## Methods on four tasks (in-domain) and OpenBookQA → MMLU (out of domain)", "",
              *cogcalib_section(),
              "## CogCalib regulariser strength on held-out data (OpenBookQA dev, seed 0)", "", *alpha_section(),
              "## Ratio study: unknown:known in the training set (OpenBookQA, SFT)", "",

@@ -162,3 +162,19 @@ def smollm2():
     from calibtune.models import load_model
 
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def two_d_attention() -> str:
+    """Name of an attention implementation that takes only 2D masks, as flash-attention: sdpa registered anew.
+
+    calibtune packs cloze rows only for sdpa/eager (a 4D mask), so with this name it must fall back to
+    unpacked rows; the numbers equal sdpa's.
+    """
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("test_2d_only", sdpa_attention_forward)
+    AttentionMaskInterface.register("test_2d_only", sdpa_mask)
+    return "test_2d_only"

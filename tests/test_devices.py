@@ -187,22 +187,23 @@ def test_auto_batch_size_backs_off_inside_scoring(tiny, monkeypatch) -> None:
 # ------------------------------------------------------------------ attention implementation
 
 
-def test_cloze_falls_back_to_unpacked_rows_with_a_notice(tiny_model_dir: Path, caplog) -> None:
+def test_cloze_falls_back_to_unpacked_rows_with_a_notice(tiny_model_dir: Path, two_d_attention: str,
+                                                        caplog) -> None:
     sdpa, tok = load_model(str(tiny_model_dir))
-    flex, _ = load_model(str(tiny_model_dir), attn_implementation="flex_attention")  # takes no 4D dense mask
-    assert flex.config._attn_implementation == "flex_attention"
+    flash_like, _ = load_model(str(tiny_model_dir), attn_implementation=two_d_attention)  # takes no 4D mask
+    assert flash_like.config._attn_implementation == two_d_attention
     requests = _requests(6, "cloze")
     with pytest.raises(ValueError, match="4D mask"):  # what packing would do with it
         scorer = ClozeScorer()
-        scorer.forward(flex, scorer.collate(scorer.encode(tok, requests)))
+        scorer.forward(flash_like, scorer.collate(scorer.encode(tok, requests)))
     reference = score_sharded(sdpa, tok, requests, scoring="cloze", progress=False)
     with caplog.at_level(logging.INFO, logger="calibtune"):
-        first = score_sharded(flex, tok, requests, scoring="cloze", progress=False)
-        score_sharded(flex, tok, requests, scoring="cloze", progress=False)
+        first = score_sharded(flash_like, tok, requests, scoring="cloze", progress=False)
+        score_sharded(flash_like, tok, requests, scoring="cloze", progress=False)
     for a, b in zip(reference, first):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
     said = [r.getMessage() for r in caplog.records if "unpacked" in r.getMessage()]
-    assert said == ["cloze: attention implementation 'flex_attention' cannot take the packed 4D mask; "
+    assert said == [f"cloze: attention implementation {two_d_attention!r} cannot take the packed 4D mask; "
                     "scoring one row per option (unpacked)"]  # one line, once
 
 

@@ -384,6 +384,10 @@ def test_cli_eval_open_question_errors_come_before_the_model(tmp_path: Path, tin
     assert res.exit_code == 2 and "--judge" in res.output
     res = runner.invoke(app, [*args, "--data", str(data), "--temperature-data", str(data), "--overwrite"])
     assert res.exit_code == 2 and "multiple-choice data only" in " ".join(res.output.split())
+    res = runner.invoke(app, [*args, "--data", str(data), "--f1-threshold", "0", "--overwrite"])
+    assert res.exit_code == 2 and "--f1-threshold" in res.output
+    res = runner.invoke(app, [*args, "--data", str(data), "--qa-template", str(tmp_path / "none.txt"), "--overwrite"])
+    assert res.exit_code == 2 and "unknown qa template" in " ".join(res.output.split())
 
 
 @pytest.mark.slow

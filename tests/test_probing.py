@@ -236,7 +236,7 @@ def test_cli_probe_mc_and_open(tmp_path: Path, tiny_model_dir: Path) -> None:
     open_file.write_text("".join(json.dumps({"id": f"o{i}", "question": f"Which is red {i}?", "answers": ["fire"]})
                                  + "\n" for i in range(5)))
     res = runner.invoke(app, [*args, "--data", str(open_file), "--n-prompts", "1", "--n-samples", "1",
-                              "--shots", "2"])
+                              "--shots", "2", "--overwrite"])  # --out exists now: replaced only when asked
     assert res.exit_code == 0, res.output
     assert all(r.p_correct_sampled is not None for r in load_probe(out).values())
 

@@ -121,3 +121,21 @@ def test_every_trained_cell_records_its_curve_and_early_stop(tmp_path: Path, tin
         cols = json.loads((root / "mix" / f"seed{seed}" / "cols" / "cell.json").read_text())
         assert all({"youden_j", "agreement"} <= set(t) for t in cols["thresholds"]) and cols["thresholds"]
     assert (root / "summary_early_stop.csv").is_file()
+    # one model load per cell: the in-memory model and the in-place best weights score exactly like reloads
+    from calibtune.models import load_model
+    from calibtune.prompts import build_requests, get_template
+    from calibtune.scoring import score
+
+    cell = root / "mix" / "seed0" / "cols"
+    for adapter, folder in ((cell / "adapter", cell), (cell / "adapter" / "best", cell / "early_stop")):
+        model, tok = load_model(str(tiny_model_dir), adapter=str(adapter))
+        lines = next(folder.glob("*.predictions.jsonl")).read_text().splitlines()
+        stored = {json.loads(line)["id"]: json.loads(line)["probs"] for line in lines}
+        from calibtune.data import load_dataset
+
+        ds = load_dataset(str(data))
+        lp = score(model, tok, build_requests(ds.items, get_template("blob", tok), "cloze"), scoring="cloze",
+                   normalize="mean", progress=False)
+        for item, row in zip(ds.items, lp):
+            np.testing.assert_allclose(np.exp(row), stored[item.id], atol=1e-6)
+    assert len(stored) == len(ds.items)

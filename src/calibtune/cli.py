@@ -268,7 +268,6 @@ def _main_process() -> bool:
 
 
 class ConfidenceOpt(str, Enum):
-    sequence = "sequence"
     ptrue = "ptrue"
     verbalized = "verbalized"
 
@@ -323,7 +322,7 @@ def eval_cmd(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     qa_template: Annotated[str, typer.Option(help="Open questions: qa (SliCK's Q:/A:), chat, or a template file with {question} {subject}.")] = "qa",
     max_new_tokens: Annotated[int, typer.Option(help="Open questions: answer length cap in tokens (also stops at a newline or EOS).")] = 16,
-    confidence: Annotated[list[ConfidenceOpt], typer.Option(help="Open questions: sequence (product and per-token mean), ptrue, verbalized; repeatable.")] = [ConfidenceOpt.sequence, ConfidenceOpt.ptrue, ConfidenceOpt.verbalized],
+    confidence: Annotated[list[ConfidenceOpt], typer.Option(help="Open questions: ptrue and/or verbalized, besides the sequence probability (product and per-token mean) every answer has; repeatable.")] = [ConfidenceOpt.ptrue, ConfidenceOpt.verbalized],
     correctness: Annotated[CorrectnessOpt, typer.Option(help="Open questions: correctness the calibration uses: em (exact match), f1, judge.")] = CorrectnessOpt.em,
     f1_threshold: Annotated[float, typer.Option(help="Open questions: an answer is F1-correct when its best token F1 >= this.")] = 0.5,
     judge: Annotated[Optional[str], typer.Option(help="Open questions: a local causal LM that judges each answer (yes/no).")] = None,

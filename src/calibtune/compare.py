@@ -208,7 +208,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     record: dict[str, Any] = {"task": task.name, "method": method.name, "seed": seed, "train_data": task.train,
                               "key": key}
     t0 = time.perf_counter()
-    adapter, temperature = None, None
+    adapter, temperature, trained = None, None, None
     if method.temperature_of:
         source_method = next((m for m in cfg.methods if m.name == method.temperature_of), None)
         if source_method is None:
@@ -242,23 +242,31 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             "probe": str(probe) if probe is not None else None,
             "eval_probe": str(heldout_probe) if heldout_probe is not None else None,
             "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})
-        summary = run_training(tc, progress=False)
+        summary = run_training(tc, progress=False, keep_model=True)
+        trained = (summary.pop("model"), summary.pop("tokenizer"))  # evaluated in memory: one load per cell
         adapter = str(cell_dir / "adapter")
         record["thresholds"] = summary["thresholds"]
         record["train_loss"] = summary["train"].get("train_loss")
         record["steps"] = summary["steps"]
         record["best"] = summary.get("best")
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, adapter=adapter, **_placement(cfg))
+    model, tok = trained if trained else load_model(cfg.model, dtype=cfg.dtype, adapter=adapter, **_placement(cfg))
     if method.temperature_of:  # fitted on the held-out split, never on a test set
         held_out, logprobs = _score(cfg, model, tok, task.heldout, task.heldout_limit, data_seed)
         temperature = TemperatureScaling().fit(logprobs, [it.gold for it in held_out.items]).temperature_
     record["temperature"] = temperature
     record["results"] = evaluate_sets(cfg, model, tok, specs, data_seed, cell_dir, temperature)
     best = cell_dir / "adapter" / "best"
-    if method.objective and best.is_dir():  # early stopping on held-out accuracy (SliCK): its model too
-        del model
-        model, tok = load_model(cfg.model, dtype=cfg.dtype, adapter=str(best), **_placement(cfg))
+    if method.objective and best.is_dir():  # early stopping on held-out accuracy (SliCK): its weights too
+        weights = best / "adapter_model.safetensors"
+        if weights.is_file():  # LoRA: swap the adapter weights in place
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(model, load_file(str(weights)))
+        else:  # full fine-tuning: the saved model
+            del model
+            model, tok = load_model(str(best), dtype=cfg.dtype, **_placement(cfg))
         (cell_dir / "early_stop").mkdir(exist_ok=True)
         record["results_early_stop"] = evaluate_sets(cfg, model, tok, specs, data_seed, cell_dir / "early_stop")
     if is_main_process():
@@ -376,7 +384,8 @@ def check_grid(cfg: CompareConfig, only_tasks: list[str] | None = None) -> None:
             continue
         try:
             tc = TrainConfig.model_validate({
-                **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "train_data": cfg.tasks[0].train if cfg.tasks else "-",
+                **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
+                "train_data": cfg.tasks[0].train if cfg.tasks else "-",
                 "template": cfg.template, "scoring": cfg.scoring, "normalize": cfg.normalize,
                 "objective": m.objective, "objective_params": m.objective_params, "known_source": m.known_source,
                 "style_steps": m.style_steps, "refit_every": m.refit_every, "estep": m.estep, "sft_target": m.sft_target,

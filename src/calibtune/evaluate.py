@@ -78,7 +78,7 @@ class EvalConfig:
     # Open questions (calibtune.open_eval): answer prompt, generation cap, confidence kinds, correctness
     qa_template: str = "qa"
     max_new_tokens: int = 16
-    confidence: list[str] = field(default_factory=lambda: ["sequence", "ptrue", "verbalized"])
+    confidence: list[str] = field(default_factory=lambda: ["ptrue", "verbalized"])  # + sequence probability, always
     correctness: str = "em"
     f1_threshold: float = 0.5
     judge: str | None = None

@@ -73,7 +73,7 @@ __all__ = [
     "verbalized_confidence",
 ]
 
-CONFIDENCE_METHODS = ("sequence", "ptrue", "verbalized")  # what to compute; "sequence" gives two kinds
+CONFIDENCE_METHODS = ("ptrue", "verbalized")  # the extra kinds to compute; seq_prob(_mean) come with every answer
 CONFIDENCE_KINDS = ("seq_prob", "seq_prob_mean", "ptrue", "verbalized")
 CORRECTNESS = ("em", "f1", "judge")
 REPORT_COLUMNS = ("data", "confidence", "n", "accuracy", "ece", "ace", "mce", "smece", "brier", "auroc", "aurc",
@@ -262,6 +262,8 @@ def check_open_config(cfg: EvalConfig) -> None:
         raise ValueError(f"--f1-threshold must be in (0, 1], got {cfg.f1_threshold}")
     if cfg.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {cfg.max_new_tokens}")
+    if cfg.qa_template not in ("qa", "chat"):
+        get_qa_template(cfg.qa_template)  # a bad template file
     if cfg.batch_size == "auto":
         raise ValueError("--batch-size auto sizes option scoring; short-answer generation needs a number")
     if cfg.judge:
@@ -279,8 +281,6 @@ def evaluate_open(cfg: EvalConfig, out: Path, datasets: Sequence[Dataset]) -> di
 
     check_open_config(cfg)
     pools = {ds.name: _pool(ds, cfg) for ds in datasets}
-    if cfg.qa_template not in ("qa", "chat"):
-        get_qa_template(cfg.qa_template)  # a bad template file is an error before the model loads
     t0 = time.perf_counter()
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter,
                                   trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
@@ -294,13 +294,15 @@ def evaluate_open(cfg: EvalConfig, out: Path, datasets: Sequence[Dataset]) -> di
     common = dict(batch_size=parse_batch_size(cfg.batch_size), progress=cfg.progress)
     all_rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
+    example_prompts: dict[str, str] = {}
     panels = []
     for ds in datasets:
         t1 = time.perf_counter()
         items = list(ds.items)
         pool, pool_name = pools[ds.name]
-        _, gens = answer_questions(model, tokenizer, template, items, shots=cfg.shots, pool=pool, seed=cfg.seed,
-                                   max_new_tokens=cfg.max_new_tokens, **common)
+        prompts, gens = answer_questions(model, tokenizer, template, items, shots=cfg.shots, pool=pool,
+                                         seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, **common)
+        example_prompts.setdefault(ds.name, prompts[0])
         answers = [g.text for g in gens]
         ptrue = (ptrue_confidence(model, tokenizer, template, items, answers, **common)
                  if "ptrue" in cfg.confidence else None)
@@ -325,13 +327,12 @@ def evaluate_open(cfg: EvalConfig, out: Path, datasets: Sequence[Dataset]) -> di
                 correct = [r["correct"] for r in rows if r["confidences"][kind] is not None]
                 panels.append((key, reliability_bins(np.array(conf), np.array(correct), n_bins=cfg.n_bins), m["ece"]))
     write_jsonl(out / "predictions.jsonl", all_rows)
-    prompts = {"ptrue": PTRUE_PROMPT, "verbalized": VERBALIZED_PROMPT}
-    if cfg.judge:
-        prompts["judge"] = JUDGE_PROMPT
+    follow_up = {"ptrue": PTRUE_PROMPT, "verbalized": VERBALIZED_PROMPT, **({"judge": JUDGE_PROMPT} if cfg.judge else {})}
     report = {"config": dataclasses.asdict(cfg), "versions": package_versions(), "task": "open",
               "correctness": {"primary": cfg.correctness, "f1_threshold": cfg.f1_threshold,
                               "judge": cfg.judge, "judge_rule": "correct iff P(Yes) > 0.5"},
-              "prompts": prompts, "model_load_seconds": round(load_seconds, 2), "results": results}
+              "prompts": follow_up, "answer_prompt_example": example_prompts,
+              "model_load_seconds": round(load_seconds, 2), "results": results}
     with atomic_write(out / "metrics.json") as fh:
         json.dump(report, fh, indent=2)
     if panels:

@@ -685,7 +685,8 @@ def select_ids(ds, ids: Sequence[str]):
     return dataclasses.replace(ds, items=tuple(by_id[i] for i in ids))
 
 
-def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> dict[str, Any]:
+def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress: bool = True,
+                 keep_model: bool = False) -> dict[str, Any]:
     """Load model and data, train, save the adapter (or full model) and the curves into ``output_dir``."""
     from .data import load_dataset, takes_fields
     from .models import load_model
@@ -750,4 +751,7 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
 
         with atomic_write(out / "training_summary.json") as fh:
             json.dump(summary, fh, indent=1)
+    if keep_model:  # the caller evaluates the trained model in memory instead of reloading the adapter
+        model.eval()
+        return {**summary, "model": trainer.model, "tokenizer": tokenizer}
     return summary

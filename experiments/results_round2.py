@@ -1,0 +1,170 @@
+"""Round 2 of experiments/RESULTS.md: competence map, probe validation, strengths on held-out data, the CogCalib grid.
+
+Every number comes from files the studies wrote (``experiments/results/{competence,probe_validation,
+strength,study}``). Intervals are percentile bootstraps (1,000 resamples) over seeds *and* items: each
+resample draws the seeds with replacement and, within each, the test items with replacement, the same
+items for every method (paired), so a difference between methods carries both sources of variation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from calibtune.metrics import calibration_error
+from calibtune.predictions import read_predictions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STUDY_METHODS = ["base", "sft", "ts", "ls", "cols", "combls", "coecp", "cols-probe"]
+COGCALIB = ["cols", "combls", "coecp"]
+N_RESAMPLES = 1000
+
+
+def _cells(study: str) -> list[dict]:
+    return [json.loads(p.read_text()) | {"dir": p.parent} for p in sorted((RESULTS / study).glob("*/seed*/*/cell.json"))]
+
+
+def _predictions(cell: dict, eval_data: str, early_stop: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per test item: confidence and correctness of one cell on one evaluation set."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in eval_data)
+    folder = cell["dir"] / "early_stop" if early_stop else cell["dir"]
+    rows = read_predictions(folder / f"{slug}.predictions.jsonl")
+    probs = [np.asarray(r["probs"]) for r in rows]
+    conf = np.array([p.max() for p in probs])
+    correct = np.array([int(np.argmax(p) == r["label"]) for p, r in zip(probs, rows)])
+    return conf, correct
+
+
+def _resample_stat(per_seed: dict[int, tuple[np.ndarray, np.ndarray]], rng_seed: int = 0):
+    """Point estimate and bootstrap draws of mean accuracy and mean ECE over seeds (items within seeds)."""
+    seeds = sorted(per_seed)
+    n = len(next(iter(per_seed.values()))[0])
+    rng = np.random.default_rng(rng_seed)
+    draws = [(rng.choice(seeds, size=len(seeds)), rng.integers(0, n, size=(len(seeds), n))) for _ in range(N_RESAMPLES)]
+
+    def stat(seed_pick, item_pick):
+        acc, ece = [], []
+        for s, idx in zip(seed_pick, item_pick):
+            conf, correct = per_seed[s]
+            acc.append(correct[idx].mean())
+            ece.append(calibration_error(conf[idx], correct[idx], n_bins=15))
+        return float(np.mean(acc)), float(np.mean(ece))
+
+    point = stat(seeds, [np.arange(n)] * len(seeds))
+    return point, draws, stat
+
+
+def grid_table(study: str, early_stop: bool = False) -> tuple[list[str], dict]:
+    """Markdown rows per task and method: accuracy and ECE with intervals, ΔECE % vs SFT with its interval."""
+    cells = _cells(study)
+    by = defaultdict(dict)  # (task, method) -> seed -> (conf, correct) on the task's first test set
+    for c in cells:
+        results = c.get("results_early_stop" if early_stop and c.get("results_early_stop") else "results")
+        test = results[0]["eval_data"]
+        use_es = early_stop and bool(c.get("results_early_stop"))
+        by[(c["task"], c["method"])][c["seed"]] = _predictions(c, test, use_es) + (test,)
+    tasks = list(dict.fromkeys(c["task"] for c in cells))
+    lines = ["| task | method | seeds | accuracy [95 % CI] | ECE [95 % CI] | ΔECE vs SFT [95 % CI] | Δacc vs SFT (pts) |",
+             "|---|---|---|---|---|---|---|"]
+    summary = {}
+    for task in tasks:
+        ref = by.get((task, "sft"), {})
+        for method in STUDY_METHODS:
+            runs = by.get((task, method))
+            if not runs:
+                continue
+            common = sorted(set(runs) & set(ref)) if method != "sft" and ref else sorted(runs)
+            data = {s: runs[s][:2] for s in sorted(runs)}
+            point, draws, stat = _resample_stat(data)
+            accs, eces = zip(*(stat(sp, ip) for sp, ip in draws))
+            row = (f"| {task} | {method} | {len(runs)} | {point[0]:.3f} [{np.percentile(accs, 2.5):.3f}, "
+                   f"{np.percentile(accs, 97.5):.3f}] | {point[1]:.3f} [{np.percentile(eces, 2.5):.3f}, "
+                   f"{np.percentile(eces, 97.5):.3f}] |")
+            if method != "sft" and common:
+                ref_data = {s: ref[s][:2] for s in common}
+                mine = {s: runs[s][:2] for s in common}
+                p_ref, d_ref, stat_ref = _resample_stat(ref_data)
+                p_me, d_me, stat_me = _resample_stat(mine)  # same rng seed: the same seeds and items drawn
+                rel = [(stat_me(sp, ip)[1] / stat_ref(sp, ip)[1] - 1) * 100 for sp, ip in d_ref]
+                delta = (p_me[1] / p_ref[1] - 1) * 100
+                row += (f" {delta:+.1f} % [{np.percentile(rel, 2.5):+.1f}, {np.percentile(rel, 97.5):+.1f}] |"
+                        f" {(p_me[0] - p_ref[0]) * 100:+.1f} |")
+                summary[(task, method)] = {"delta_ece_pct": delta, "delta_acc_pts": (p_me[0] - p_ref[0]) * 100,
+                                           "ece": p_me[1], "accuracy": p_me[0]}
+            else:
+                row += " – | – |"
+            lines.append(row)
+    return lines, summary
+
+
+def indicator_table(study: str) -> list[str]:
+    """Per CogCalib cell with the online indicator: Youden J and agreement with the probe labels over training."""
+    lines = ["| task | method | seed | refits | Youden J (first → last) | agreement with probe (first → last) | known share |",
+             "|---|---|---|---|---|---|---|"]
+    for c in _cells(study):
+        t = c.get("thresholds") or []
+        if not t:
+            continue
+        agree = [x.get("agreement") for x in t]
+        fmt = (lambda v: "–" if v is None else f"{v:.2f}")
+        lines.append(f"| {c['task']} | {c['method']} | {c['seed']} | {len(t)} | {t[0]['youden_j']:.2f} → "
+                     f"{t[-1]['youden_j']:.2f} | {fmt(agree[0])} → {fmt(agree[-1])} | "
+                     f"{fmt(t[-1].get('known_fraction'))} |")
+    return lines
+
+
+def curve_table(study: str, method: str = "sft") -> list[str]:
+    """The held-out curve of ``method`` per task, mean over seeds: accuracy and confidence, known vs unknown."""
+    curves = defaultdict(lambda: defaultdict(list))
+    for c in _cells(study):
+        path = c["dir"] / "adapter" / "training_summary.json"
+        if c["method"] != method or not path.is_file():
+            continue
+        for point in json.loads(path.read_text())["curve"]:
+            curves[c["task"]][point["step"]].append(point)
+    lines = ["| task | step | seeds | acc | conf | ECE | known acc / conf | unknown acc / conf |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, steps in curves.items():
+        for step in sorted(steps):
+            pts = steps[step]
+
+            def m(key: str) -> str:
+                vals = [p[key] for p in pts if key in p]
+                return f"{np.mean(vals):.3f}" if vals else "–"
+
+            lines.append(f"| {task} | {step} | {len(pts)} | {m('heldout_accuracy')} | {m('heldout_confidence')} | "
+                         f"{m('heldout_ece')} | {m('heldout_known_accuracy')} / {m('heldout_known_confidence')} | "
+                         f"{m('heldout_unknown_accuracy')} / {m('heldout_unknown_confidence')} |")
+    return lines
+
+
+def _include(path: Path, skip_title: bool = True) -> list[str]:
+    if not path.is_file():
+        return [f"*Not run yet: `{path.relative_to(RESULTS.parent)}` is missing.*"]
+    lines = path.read_text().splitlines()
+    return lines[1:] if skip_title and lines and lines[0].startswith("# ") else lines
+
+
+def section() -> list[str]:
+    """The round-2 part of the results page."""
+    out = ["# Round 2 (issue 10): where the embedded model is competent, trained to convergence", ""]
+    out += ["## Competence map", ""] + _include(RESULTS / "competence" / "competence.md") + [""]
+    out += ["## Known labels that mean something: probe validation", ""]
+    out += _include(RESULTS / "probe_validation" / "probe_validation.md") + [""]
+    for study, title in (("strength", "Regulariser strengths on held-out data (selection set = held-out split)"),
+                         ("study", "The CogCalib grid on the competent tasks")):
+        out += [f"## {title}", ""]
+        if not _cells(study):
+            out += [f"*No finished cell yet in `experiments/results/{study}/`.*", ""]
+            continue
+        table, summary = grid_table(study)
+        out += ["Final model (end of training):", ""] + table + [""]
+        es_table, _ = grid_table(study, early_stop=True)
+        out += ["Early-stopped model (best held-out accuracy, SliCK-style):", ""] + es_table + [""]
+        out += ["Online known indicator over training (CogCalib cells):", ""] + indicator_table(study) + [""]
+        out += ["SFT's held-out curve (mean over seeds; known/unknown by the held-out probe):", ""]
+        out += curve_table(study) + [""]
+    return out
