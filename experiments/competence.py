@@ -8,8 +8,8 @@ above chance, ECE (15 equal-width bins), AUROC. Raw option scores are cached per
 under ``experiments/results/competence/raw/`` so the table is rebuilt without a model.
 
 Run: ``make competence`` (= ``python experiments/competence.py``); ``--models smollm2`` to restrict.
-A data set is *competent* for a model when some cloze normalisation is ≥ 15 points above chance and
-the lower end of its interval is above chance.
+A data set is *competent* for a model when some cloze normalisation is ≥ 15 points above both chance
+and the majority-position baseline, with the whole interval above them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ MODELS = ("smollm2", "gemma3-270m")
 LIMIT = 500
 NORMALIZATIONS = ("sum", "mean", "char")
 COMPETENT_MARGIN = 0.15
-COLUMNS = ["model", "data", "scoring", "n", "chance", "accuracy", "accuracy_lo", "accuracy_hi", "margin",
+COLUMNS = ["model", "data", "scoring", "n", "chance", "majority", "accuracy", "accuracy_lo", "accuracy_hi", "margin",
            "ece", "auroc", "competent"]
 
 
@@ -43,9 +43,13 @@ def mc_sets() -> list[str]:
     return [f"{name}:{info.default_split}" for name, info in DATASETS.items() if info.kind == "mc"]
 
 
+def _raw_path(model_name: str, spec: str) -> Path:
+    return OUT / "raw" / f"{model_name}__{spec.replace(':', '_').replace('/', '_')}.json"
+
+
 def raw_scores(model_name: str, spec: str, *, model_cache: dict) -> dict:
     """Option scores of ``LIMIT`` seeded items (cached): cloze sums, token and character counts, letter logits."""
-    path = OUT / "raw" / f"{model_name}__{spec.replace(':', '_').replace('/', '_')}.json"
+    path = _raw_path(model_name, spec)
     if path.is_file():
         return json.loads(path.read_text())
     from calibtune.models import load_model
@@ -78,12 +82,14 @@ def _row(model: str, data: str, scoring: str, scores: list[np.ndarray], gold: li
     p, mask = pad_probabilities(probs)
     m = summarize(p, np.array(gold), mask=mask, n_bins=15)
     chance = float(np.mean([1 / len(s) for s in scores]))
+    majority = float(np.bincount(gold).max() / len(gold))  # always answering the most frequent option position
+    floor = max(chance, majority)
     lo, hi = bootstrap_ci(accuracy, p, np.array(gold), n_resamples=1000, seed=0)
     return {"model": model, "data": data, "scoring": scoring, "n": m["n"], "chance": round(chance, 4),
-            "accuracy": round(m["accuracy"], 4), "accuracy_lo": round(lo, 4), "accuracy_hi": round(hi, 4),
-            "margin": round(m["accuracy"] - chance, 4), "ece": round(m["ece"], 4),
+            "majority": round(majority, 4), "accuracy": round(m["accuracy"], 4), "accuracy_lo": round(lo, 4),
+            "accuracy_hi": round(hi, 4), "margin": round(m["accuracy"] - floor, 4), "ece": round(m["ece"], 4),
             "auroc": None if m["auroc"] is None else round(m["auroc"], 4),
-            "competent": bool(scoring.startswith("cloze") and m["accuracy"] - chance >= COMPETENT_MARGIN and lo > chance)}
+            "competent": bool(scoring.startswith("cloze") and m["accuracy"] - floor >= COMPETENT_MARGIN and lo > floor)}
 
 
 def rows_of(rec: dict) -> list[dict]:
@@ -103,23 +109,25 @@ def write_table(rows: list[dict]) -> None:
         w.writerows(rows)
     lines = ["# Competence map", "",
              f"{LIMIT} seeded items per set (default labelled split), 0-shot, `blob` template, fp32. Accuracy with its",
-             "95 % bootstrap interval (1,000 resamples), chance = mean 1/K, margin = accuracy − chance, ECE with 15",
-             f"equal-width bins. **Bold**: competent (a cloze margin ≥ {COMPETENT_MARGIN:.2f} with the interval above chance).",
+             "95 % bootstrap interval (1,000 resamples); chance = mean 1/K; majority = always answering the most frequent",
+             "gold position (PubMedQA's yes/no/maybe, BoolQ's true/false are not balanced); margin = accuracy − max(chance,",
+             f"majority); ECE with 15 equal-width bins. **Bold**: competent (a cloze margin ≥ {COMPETENT_MARGIN:.2f} with the",
+             "whole interval above max(chance, majority)).",
              "Rebuilt by `make competence` (`python experiments/competence.py`).", ""]
     for model in dict.fromkeys(r["model"] for r in rows):
-        lines += [f"## {model}", "", "| data | chance | " + " | ".join(
+        lines += [f"## {model}", "", "| data | chance | majority | " + " | ".join(
             f"{s} acc [95 % CI] · ECE · AUROC" for s in ("cloze-sum", "cloze-mean", "cloze-char", "letter")) + " |",
-                  "|---|---|" + "---|" * 4]
+                  "|---|---|---|" + "---|" * 4]
         for data in dict.fromkeys(r["data"] for r in rows if r["model"] == model):
             cells = {r["scoring"]: r for r in rows if r["model"] == model and r["data"] == data}
-            chance = next(iter(cells.values()))["chance"]
+            first = next(iter(cells.values()))
 
             def fmt(r: dict) -> str:
                 text = (f"{r['accuracy']:.3f} [{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}] · {r['ece']:.3f} · "
                         f"{'–' if r['auroc'] is None else format(r['auroc'], '.3f')}")
                 return f"**{text}**" if r["competent"] else text
 
-            lines.append(f"| {data} | {chance:.3f} | " + " | ".join(fmt(cells[s]) for s in
+            lines.append(f"| {data} | {first['chance']:.3f} | {first['majority']:.3f} | " + " | ".join(fmt(cells[s]) for s in
                                                                  ("cloze-sum", "cloze-mean", "cloze-char", "letter")) + " |")
         lines.append("")
     with atomic_write(OUT / "competence.md") as fh:
@@ -130,12 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--data", nargs="+", default=None, help="data specs (default: every labelled MC set)")
+    parser.add_argument("--cached-only", action="store_true", help="rebuild the tables from the cached scores only")
     args = parser.parse_args(argv)
     specs = args.data or mc_sets()
     cache: dict = {}
     rows = []
     for model in args.models:
         for spec in specs:
+            if args.cached_only and not _raw_path(model, spec).is_file():
+                continue
             rec = raw_scores(model, spec, model_cache=cache)
             rows += rows_of(rec)
             print(f"{model} {rec['data']}: {rec['seconds']}", file=sys.stderr, flush=True)

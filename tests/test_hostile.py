@@ -458,3 +458,21 @@ def test_a_bug_is_one_line_with_exit_1_and_a_hint(ctx: Ctx, monkeypatch) -> None
     path = ctx.write("c.jsonl", '{"confidence": 0.9, "correct": 1}\n')
     message = assert_error(invoke("metrics", path), "internal error, please report it: KeyError: 'oops'", code=1)
     assert "--debug" in message
+
+
+def test_staged_folder_is_all_or_nothing(tmp_path: Path) -> None:
+    from calibtune.predictions import staged_folder
+
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "metrics.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(target) as stage:
+            (stage / "predictions.jsonl").write_text("new")
+            raise RuntimeError("killed half way")
+    assert files(tmp_path) == {"results", "results/metrics.json"} and (target / "metrics.json").read_text() == "old"
+    with staged_folder(target) as stage:
+        (stage / "metrics.json").write_text("new")
+        (stage / "predictions.jsonl").write_text("new")
+    assert files(tmp_path) == {"results", "results/metrics.json", "results/predictions.jsonl"}
+    assert (target / "metrics.json").read_text() == "new" and oct(target.stat().st_mode & 0o777) != "0o700"

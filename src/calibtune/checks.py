@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["adapter_folder", "at_least", "finite", "output_file", "template", "writable_folder"]
+__all__ = ["adapter_folder", "at_least", "output_file", "template", "writable_folder"]
 
 
 def at_least(name: str, value: int | float | None, lo: int | float) -> None:
@@ -22,13 +22,6 @@ def at_least(name: str, value: int | float | None, lo: int | float) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lo or not math.isfinite(value):
         raise ValueError(f"{name} must be a number >= {lo}, got {value!r}")
-
-
-def finite(name: str, value: float | None) -> None:
-    """``value`` (when given) is a finite number."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -44,10 +45,9 @@ class CalibtuneGroup(TyperGroup):
     debug = False
 
     def main(self, args=None, *rest, **kwargs):  # noqa: ANN001 (click's signature)
-        import sys
-
         args = list(sys.argv[1:] if args is None else args)
-        CalibtuneGroup.debug = "--debug" in args or os.environ.get("CALIBTUNE_DEBUG", "") not in ("", "0")  # sub-groups too
+        # a class attribute, so the sub-groups (calibrate) see it too
+        CalibtuneGroup.debug = "--debug" in args or os.environ.get("CALIBTUNE_DEBUG", "") not in ("", "0")
         return super().main([a for a in args if a != "--debug"], *rest, **kwargs)
 
     def invoke(self, ctx):  # noqa: ANN001
