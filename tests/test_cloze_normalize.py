@@ -182,3 +182,28 @@ def test_registry_arc_easy_renders_lm_eval_prompts() -> None:
     assert [it.gold for it in items] == [int(r["target"]) for r in rows]
     for req, r in zip(build_requests(items, Template("blob"), "cloze"), rows):
         assert [(a["arg_0"], a["arg_1"]) for a in r["arguments"].values()] == [(req.prompt, c) for c in req.choices]
+
+
+def test_eval_cli_normalize_char(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``calibtune eval --normalize char`` writes the softmax of the per-character scores."""
+    from typer.testing import CliRunner
+
+    from calibtune.cli import app
+    from calibtune.models import load_model
+
+    rows = [{"id": "a", "question": "What is the capital of France?", "options": ["Paris", "Berlin", "Rome"],
+             "answer": 0}, {"id": "b", "question": "Which is a pet?", "options": ["cat", "fish bird"], "answer": 0}]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--normalize", "char",
+                                   "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    written = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    model, tok = load_model(str(tiny_model_dir))
+    for row, r in zip(written, rows):
+        req = ScoringRequest(f"Question: {r['question']}\nAnswer:", [f" {o}" for o in r["options"]])
+        direct = _direct(model, tok, req, "char")
+        np.testing.assert_allclose(row["probs"], np.exp(direct - np.logaddexp.reduce(direct)), atol=1e-5)
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--normalize", "chars",
+                                   "--out", str(tmp_path / "bad"), "--no-progress"])
+    assert res.exit_code == 2 and "--normalize must be one of sum, mean, char, byte, pmi" in res.output

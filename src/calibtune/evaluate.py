@@ -167,8 +167,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                              fields=cfg.fields if takes_fields(spec) else None) for spec in cfg.data]
     if not is_open(datasets):
         _check_held_out_and_pools(cfg, datasets)
-    elif cfg.batch_size == "auto":
-        raise ValueError("--batch-size auto sizes option scoring; short-answer generation needs a number")
     device = setup(cfg.device)  # under accelerate launch: joins the process group, one GPU per process
     cfg = dataclasses.replace(cfg, device=device, dtype=resolve_dtype(cfg.dtype, device))  # recorded as run
     if is_main_process():

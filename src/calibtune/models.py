@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 _CACHE_MARKER = "calibtune_cache.json"
-_DTYPES = ("float32", "bfloat16", "float16", "auto")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -179,8 +178,10 @@ def gguf_to_cache(gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLik
 def _torch_dtype(dtype: str):
     import torch
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"Expected `dtype` to be one of {_DTYPES}, but got {dtype!r}")
+    from .devices import DTYPES
+
+    if dtype not in DTYPES:
+        raise ValueError(f"Expected `dtype` to be one of {DTYPES}, but got {dtype!r}")
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 
