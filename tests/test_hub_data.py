@@ -89,8 +89,15 @@ def test_eval_cli_with_field_flags(tmp_path: Path, saved_folder: Path, tiny_mode
     assert json.loads((out / "metrics.json").read_text())["config"]["fields"] == FIELDS
 
 
-def test_eval_cli_field_errors_come_before_the_model(tmp_path: Path, saved_folder: Path) -> None:
-    missing_model = str(tmp_path / "no-such-model")
+def test_eval_cli_field_errors_come_before_the_model(tmp_path: Path, saved_folder: Path, tiny_model_dir: Path,
+                                                     monkeypatch) -> None:
+    from calibtune import models
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model must not be loaded before the data is checked")
+
+    monkeypatch.setattr(models, "load_model", never)
+    missing_model = str(tiny_model_dir)
     res = runner.invoke(app, ["eval", "--model", missing_model, "--data", f"hf:{saved_folder}:test",
                               "--field", "question", "--out", str(tmp_path / "a"), "--no-progress"])
     assert res.exit_code == 2 and "expected KEY=COLUMN" in res.output

@@ -224,7 +224,7 @@ def test_train_cli_rejects_a_bad_config(tiny_model_dir: Path, tmp_path: Path) ->
     bad = _config(tmp_path, tiny_model_dir, training={"not_a_trainer_flag": 1})
     res = CliRunner().invoke(app, ["train", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
     assert res.exit_code == 2 and "not_a_trainer_flag" in res.output
-    bad = _config(tmp_path, tiny_model_dir, objective="cogcalib", known_source="probe")
+    bad = _config(tmp_path, tiny_model_dir, objective="cogcalib", objective_params={}, known_source="probe")
     res = CliRunner().invoke(app, ["train", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
     assert res.exit_code == 2 and "probe" in res.output
 

@@ -307,7 +307,7 @@ def eval_cmd(
     shuffle_options: Annotated[bool, typer.Option(help="Permute each item's options (seeded).")] = False,
     normalize: Annotated[str, typer.Option(help="Cloze: 'sum' of token log-probs, per-token 'mean', per character 'char' (lm-eval's acc_norm), per byte 'byte', or 'pmi' (minus the option's unconditional log-likelihood).")] = "sum",
     batch_size: Annotated[str, typer.Option(help=BATCH_HELP)] = "8",
-    dtype: Annotated[DtypeOpt, typer.Option(help=DTYPE_HELP + " bfloat16 is about 3x faster on CPUs with AVX512-BF16.")] = DtypeOpt.float32,
+    dtype: Annotated[DtypeOpt, typer.Option(help=DTYPE_HELP + " bfloat16 is about 2x faster on CPUs with AVX512-BF16.")] = DtypeOpt.float32,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     attn_implementation: Annotated[Optional[AttnOpt], typer.Option(help=ATTN_HELP)] = None,
     adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder saved by training.")] = None,

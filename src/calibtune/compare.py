@@ -2,7 +2,10 @@
 
 A *cell* is one (task, seed, method): train (unless the method needs no training), then evaluate on
 the task's test sets and out-of-domain sets. Each finished cell writes ``cell.json`` last (atomically),
-so a run killed at any point continues where it stopped and never recomputes a finished cell.
+so a run killed at any point continues where it stopped and never recomputes a finished cell. The
+whole grid is checked first (names, references, settings, every data set); each cell's key, a hash of
+everything that determines it (:func:`cell_keys`), is stored in ``cell.json``, and a changed config
+re-runs exactly the cells it makes stale.
 ``summary.csv`` (``method,train_data,eval_data,seed,n,accuracy,ece,brier,nll`` then extra columns)
 is rebuilt from the finished cells after each one.
 

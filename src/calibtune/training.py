@@ -17,6 +17,11 @@ to each item's loss — CFT/RCFT's ``L_SFT2``, the joint likelihood of question 
 part is the objective on the option distribution. The prompt term is the per-token mean NLL of the
 prompt's tokens (so a long question does not swamp the one-answer term), times ``question_weight``; it
 costs one more forward over the prompts.
+
+Faults: checkpoints are saved by default (every ``SAVE_STEPS`` steps) and each also holds the
+calibration state (``STATE_FILE``: CogCalib's threshold and NLL window, RCFT's bins, the held-out
+curve), so ``calibtune train --resume last`` continues exactly; a NaN/inf loss stops training at its
+step (:class:`NonFiniteLossError`) before the optimiser applies it, keeping the last good checkpoint.
 """
 
 from __future__ import annotations
