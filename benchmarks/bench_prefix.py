@@ -41,7 +41,7 @@ def main() -> None:
 
     import torch
 
-    from calibtune import probing
+    from calibtune.probing import mc as probing  # probe_mc and the score it calls
     from calibtune.data import exemplar_pool, load_dataset
     from calibtune.models import load_model
     from calibtune.prompts import build_requests, get_template

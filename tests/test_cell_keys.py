@@ -70,14 +70,14 @@ def test_a_stale_cell_runs_again_and_the_old_one_is_kept_aside(tmp_path: Path, t
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the re-run dies: the old cell.json must not stay beside half-new files
 
-    monkeypatch.setattr(compare, "run_cell", killed)
+    monkeypatch.setattr("calibtune.grid.compare.run_cell", killed)
     with pytest.raises(KeyboardInterrupt):
         run_compare(stale, progress=False)
     assert not (cell / "cell.json").exists()  # unfinished now, so the next run computes it
     kept = tmp_path / "out" / ".stale" / "toy" / "seed0" / f"base.{old['key']}"
     assert json.loads((kept / "cell.json").read_text()) == old  # the stale results are moved, never deleted
 
-    monkeypatch.setattr(compare, "run_cell", real_run_cell)
+    monkeypatch.setattr("calibtune.grid.compare.run_cell", real_run_cell)
     run_compare(stale, progress=False)
     new = json.loads((cell / "cell.json").read_text())
     assert new["results"][0]["n"] == 4 and new["key"] == cell_keys(stale)[("toy", "base", 0)] != old["key"]
@@ -100,5 +100,5 @@ def test_adopt_legacy_cells_writes_the_current_key(tmp_path: Path, tiny_model_di
     def boom(*args, **kwargs):
         raise AssertionError("an adopted cell was recomputed")
 
-    monkeypatch.setattr(compare, "run_cell", boom)
+    monkeypatch.setattr("calibtune.grid.compare.run_cell", boom)
     run_compare(grid, progress=False)

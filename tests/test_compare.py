@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibtune import compare
 from calibtune.compare import SUMMARY_COLUMNS, load_compare_config, run_compare
 
 
@@ -63,7 +62,7 @@ def test_grid_runs_and_resumes_without_recomputing(tmp_path: Path, tiny_model_di
     def boom(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(compare, "run_cell", boom)
+    monkeypatch.setattr("calibtune.grid.compare.run_cell", boom)
     assert run_compare(cfg, progress=False) == summary
 
 
@@ -120,3 +119,4 @@ def test_sigkill_mid_grid_then_restart_finishes_the_same_cells(tmp_path: Path, t
     for key, row in got_rows.items():
         for col in ("n", "accuracy", "ece", "brier", "nll"):
             assert float(row[col]) == pytest.approx(float(ref_rows[key][col]), abs=1e-6), (key, col)
+

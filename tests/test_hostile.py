@@ -31,7 +31,7 @@ def no_model(monkeypatch):
     import calibtune.probing
 
     monkeypatch.setattr(calibtune.models, "load_model", refuse)
-    monkeypatch.setattr(calibtune.probing, "load_model", refuse)
+    monkeypatch.setattr(calibtune.probing.run, "load_model", refuse)
 
 
 @dataclass

@@ -109,7 +109,7 @@ def test_permutation_maps_back_to_original_order(monkeypatch: pytest.MonkeyPatch
         return [np.log(np.array([0.7 if c.strip() in GOLD_TEXTS else 0.3 for c in r.choices]) /
                        sum(0.7 if c.strip() in GOLD_TEXTS else 0.3 for c in r.choices)) for r in requests]
 
-    monkeypatch.setattr(probing, "score", by_text)
+    monkeypatch.setattr(probing.mc, "score", by_text)
     records = probe_mc(None, None, ITEMS, pool=ITEMS, n_prompts=6, shots=1, progress=False)
     assert len(seen) == len(ITEMS) * 6 + len(ITEMS)  # one batched call: all prompts plus the canonical ones
     orders = {tuple(d["order"]) for r in records for d in r.prompts}
@@ -123,7 +123,7 @@ def test_permutation_maps_back_to_original_order(monkeypatch: pytest.MonkeyPatch
     def first_position(model, tok, requests, **kw):
         return [np.log(np.eye(len(r.choices))[0] * 0.9 + 0.1 / len(r.choices)) for r in requests]
 
-    monkeypatch.setattr(probing, "score", first_position)
+    monkeypatch.setattr(probing.mc, "score", first_position)
     records = probe_mc(None, None, ITEMS, pool=ITEMS, n_prompts=6, shots=0, scoring="letter", progress=False)
     for item, rec in zip(ITEMS, records):
         for d in rec.prompts:
@@ -173,8 +173,8 @@ def test_cache_hit_does_not_touch_the_model(tmp_path: Path, tiny_model_dir: Path
     def boom(*args, **kwargs):
         raise AssertionError("the model must not be loaded or run on a cache hit")
 
-    monkeypatch.setattr(probing, "load_model", boom)
-    monkeypatch.setattr(probing, "score", boom)
+    monkeypatch.setattr(probing.run, "load_model", boom)
+    monkeypatch.setattr(probing.mc, "score", boom)
     out2 = tmp_path / "again.jsonl"
     second = run_probe(ProbeConfig(**{**cfg.__dict__, "out": str(out2), "batch_size": 3}))
     assert second.cached and second.records == first.records

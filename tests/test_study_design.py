@@ -53,8 +53,8 @@ def _items(n: int, k: int) -> list[MCItem]:
 def test_probe_of_a_random_scorer_calls_few_items_known(monkeypatch):
     """probe_mc end to end with a scorer that guesses: known fraction ≈ the stated false-known rate."""
     rng = np.random.default_rng(1)
-    monkeypatch.setattr(probing, "score", lambda model, tok, reqs, **kw: [rng.normal(size=len(r.choices)) for r in reqs])
-    monkeypatch.setattr(probing, "get_template", lambda name, tok: __import__("calibtune.prompts").prompts.Template("blob"))
+    monkeypatch.setattr(probing.mc, "score", lambda model, tok, reqs, **kw: [rng.normal(size=len(r.choices)) for r in reqs])
+    monkeypatch.setattr(probing.mc, "get_template", lambda name, tok: __import__("calibtune.prompts").prompts.Template("blob"))
     items = _items(4000, 4)
     records = probe_mc(None, None, items, pool=None, n_prompts=4, shots=0, known_rule="chance")
     fraction = np.mean([r.known for r in records])

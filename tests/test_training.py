@@ -285,7 +285,7 @@ def test_cpu_bf16_detection_reads_the_flags(tmp_path: Path) -> None:
 def test_bf16_on_a_cpu_without_it_warns(monkeypatch, tmp_path: Path) -> None:
     from calibtune import training
 
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(training.config, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = training.TrainConfig(train_data="x", training={"output_dir": str(tmp_path), "bf16": True})
     with pytest.warns(UserWarning, match="bf16: false"):

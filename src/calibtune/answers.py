@@ -21,12 +21,22 @@ _PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
+    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace.
+
+    Example:
+        >>> normalize_answer("  The Eiffel-Tower, in Paris! ")
+        'eiffeltower in paris'
+    """
     return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> bool:
-    """Whether the normalised prediction equals one of the normalised gold aliases."""
+    """Whether the normalised prediction equals one of the normalised gold aliases.
+
+    Example:
+        >>> exact_match("the Beatles.", ["Beatles", "The Fab Four"]), exact_match("Beatles band", ["Beatles"])
+        (True, False)
+    """
     pred = normalize_answer(prediction)
     return any(pred == normalize_answer(a) for a in answers)
 
@@ -40,7 +50,12 @@ def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:
-    """The best SQuAD token F1 of the prediction over the gold aliases, in [0, 1]."""
+    """The best SQuAD token F1 of the prediction over the gold aliases, in [0, 1].
+
+    Example:
+        >>> round(token_f1("Eiffel Tower in Paris", ["Eiffel Tower", "Paris"]), 4)  # P = 2/4, R = 1
+        0.6667
+    """
     if not answers:
         raise ValueError("token_f1 needs at least one gold answer")
     pred = normalize_answer(prediction).split()

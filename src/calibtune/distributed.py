@@ -93,6 +93,10 @@ def shard_indices(lengths: Sequence[int], rank: int | None = None, size: int | N
     Longest first, items are dealt in a snake over the processes, which balances both the tokens and
     the batch shapes; every shard then has ``ceil(n / size)`` entries, a short one repeating its last
     item (or item 0 when it has none) so all processes run the same number of forwards.
+
+    Example:
+        >>> [shard_indices([5, 1, 4, 2, 3], rank=r, size=2) for r in (0, 1)]  # lengths 5, 2, 1 | 4, 3
+        [[0, 1, 3], [2, 4, 4]]
     """
     current = world()
     rank = current.rank if rank is None else rank
@@ -116,6 +120,10 @@ def gather_in_order(indices: Sequence[int], values: Sequence[Any], n: int) -> li
     """Every process's ``(index, value)`` pairs, gathered into one list of ``n`` values in item order.
 
     Repeated indices (shard padding) keep their first value; an index no process produced is an error.
+
+    Example (one process):
+        >>> gather_in_order([2, 0, 1, 1], ["c", "a", "b", "b"], 3)
+        ['a', 'b', 'c']
     """
     if len(indices) != len(values):
         raise ValueError(f"{len(indices)} indices but {len(values)} values")

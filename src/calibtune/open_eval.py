@@ -86,6 +86,10 @@ def parse_verbalized(reply: str) -> tuple[float | None, str]:
 
     The first number in the reply is read as a percentage (``"80"``, ``"80%"``, ``"about 80.5 %"``,
     ``"0.8"`` is 0.8 %); status ``ok``, ``out_of_range`` (below 0 or above 100) or ``missing`` (no number).
+
+    Example:
+        >>> parse_verbalized(" about 80 %"), parse_verbalized("150"), parse_verbalized("no idea")
+        ((0.8, 'ok'), (None, 'out_of_range'), (None, 'missing'))
     """
     match = _NUMBER.search(reply)
     if match is None:

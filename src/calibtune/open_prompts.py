@@ -50,7 +50,14 @@ JUDGE_PROMPT = ("Question: {question}\nCorrect answers: {gold}\nProposed answer:
 
 
 def slick_prompt(item: OpenItem, exemplars: Sequence[OpenItem]) -> str:
-    """SliCK's prompt (App. C): ``Q: …\\nA: …`` per exemplar, then ``Q: {question}\\nA:``."""
+    """SliCK's prompt (App. C): ``Q: …\\nA: …`` per exemplar, then ``Q: {question}\\nA:``.
+
+    Example:
+        >>> from calibtune.data import OpenItem
+        >>> shot = OpenItem(id="s", question="Capital of France?", answers=("Paris",))
+        >>> slick_prompt(OpenItem(id="q", question="Capital of Peru?", answers=("Lima",)), [shot])
+        'Q: Capital of France?\\nA: Paris\\nQ: Capital of Peru?\\nA:'
+    """
     shots = "".join(f"Q: {ex.question}\nA: {ex.answers[0]}\n" for ex in exemplars)
     return f"{shots}Q: {item.question}\nA:"
 

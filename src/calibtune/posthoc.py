@@ -1,9 +1,10 @@
 """Post-hoc calibrators, scikit-learn style: ``fit`` on a held-out split, then ``transform``.
 
-Never fit on the split you report: ``calibtune eval --temperature-from DIR`` fits on one run's
-predictions and applies the temperature to another's. ``calibtune calibrate fit FILE`` fits on any scored
-file (calibtune predictions, lm-eval samples, per-option log-likelihoods) and saves the temperature
-(:func:`save_calibrator`); ``calibtune calibrate apply`` applies it to another file.
+Never fit on the split you report: ``calibtune eval --temperature-data SPEC`` fits one temperature
+per scoring on a held-out data set and adds ``+ts`` results for the evaluated ones. ``calibtune
+calibrate fit FILE`` fits on any scored file (calibtune predictions, lm-eval samples, per-option
+log-likelihoods) and saves the temperature (:func:`save_calibrator`); ``calibtune calibrate apply``
+applies it to another file.
 """
 
 from __future__ import annotations

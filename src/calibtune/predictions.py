@@ -15,16 +15,14 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from .io import atomic_write, staged_folder, write_jsonl  # noqa: F401 (re-exported: their old home)
 from .metrics import pad_probabilities
 
 PROB_SUM_ATOL = 1e-3
@@ -246,55 +244,3 @@ def read_predictions(path: str | os.PathLike[str]) -> Predictions:
         probs, mask = pad_probabilities(xs)
         return Predictions(str(p), probs=probs, mask=mask, labels=np.array(ys, dtype=np.int64), group=group)
     return Predictions(str(p), confidence=np.array(xs), correct=np.array(ys, dtype=np.int64), group=group)
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path`` and rename it into place only on success."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
-    """Write one JSON object per line, atomically."""
-    with atomic_write(path) as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-
-
-@contextmanager
-def staged_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build a multi-file output in a temporary folder beside ``path``; swap it in only on success.
-
-    All or nothing: an existing ``path`` is moved aside, the new folder renamed into its place and the
-    old one removed, so no reader ever sees new files beside old ones. A failure or a kill before the
-    swap leaves ``path`` as it was (and at most a hidden ``.NAME.tmp-*`` folder beside it).
-    """
-    target = Path(path).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; results are readable like any folder
-        yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, old / target.name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Calibration metrics: pure functions over numpy arrays or torch tensors, floats and dataclasses out.
 
 Inputs are ``(N, K)`` class probabilities with integer labels, or ``(N,)`` confidences with 0/1
-correctness (equivalently binary P(y=1) with labels).
+correctness (equivalently binary P(y=1) with labels). ``METRICS`` names them (``register_metric``
+adds one); ``summarize`` computes them all.
 """
 
 from .bootstrap import bootstrap_ci
@@ -14,13 +15,14 @@ from .calibration import (
     equal_mass_edges,
     reliability_bins,
 )
+from .registry import METRICS, Bins, MetricSpec, register_metric
 from .scores import accuracy, aurc, auroc, brier_score, nll, risk_coverage_curve, selective_accuracy
 from .smooth import SmoothReliability, smooth_ece, smooth_ece_at, smooth_reliability
 from .summary import CONTRACT_KEYS, pad_probabilities, summarize
 
 __all__ = [
-    "CONTRACT_KEYS", "PRESETS", "ReliabilityBins", "SmoothReliability", "accuracy", "aurc", "auroc", "bootstrap_ci",
-    "brier_score", "calibration_error", "classwise_calibration_error", "decimal_edges", "equal_mass_edges", "nll",
-    "pad_probabilities", "reliability_bins", "risk_coverage_curve", "selective_accuracy", "smooth_ece",
-    "smooth_ece_at", "smooth_reliability", "summarize",
+    "CONTRACT_KEYS", "METRICS", "PRESETS", "Bins", "MetricSpec", "ReliabilityBins", "SmoothReliability", "accuracy",
+    "aurc", "auroc", "bootstrap_ci", "brier_score", "calibration_error", "classwise_calibration_error",
+    "decimal_edges", "equal_mass_edges", "nll", "pad_probabilities", "register_metric", "reliability_bins",
+    "risk_coverage_curve", "selective_accuracy", "smooth_ece", "smooth_ece_at", "smooth_reliability", "summarize",
 ]

@@ -264,8 +264,9 @@ def reliability_bins(
         preset: ``None``/``"calibtune"`` or a library name from ``PRESETS``.
 
     Example:
-        >>> reliability_bins([0.25, 0.25, 0.55, 0.75, 0.75], [0, 0, 1, 1, 1], n_bins=2).ece
-        0.29
+        >>> bins = reliability_bins([0.25, 0.25, 0.55, 0.75, 0.75], [0, 0, 1, 1, 1], n_bins=2)
+        >>> bins.count.tolist(), round(bins.ece, 4)
+        ([2, 3], 0.29)
     """
     p = _preset(preset)
     n_bins, binning, edge = convention(preset, n_bins, binning, edge)

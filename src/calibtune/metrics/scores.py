@@ -19,7 +19,14 @@ def _probs_target(preds: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.n
 
 
 def accuracy(preds: ArrayLike, target: ArrayLike) -> float:
-    """Fraction correct: argmax vs label for ``(N, K)``; mean of 0/1 correctness for ``(N,)`` confidences."""
+    """Fraction correct: argmax vs label for ``(N, K)``; mean of 0/1 correctness for ``(N,)`` confidences.
+
+    Example:
+        >>> round(accuracy([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]], [0, 0, 0]), 4)
+        0.6667
+        >>> accuracy([0.9, 0.6, 0.8, 0.7], [1, 0, 1, 1])
+        0.75
+    """
     _, correct = confidence_and_correct(preds, target)
     return float(correct.mean())
 
@@ -30,6 +37,12 @@ def brier_score(preds: ArrayLike, target: ArrayLike, *, reduction: Literal["sum"
     ``"sum"`` is Brier's original definition and lm-evaluation-harness' ``brier_score``; ``"mean"``
     divides by K (Thermometer). For ``(N,)`` inputs it is the binary score :math:`\frac1N\sum(p_i-y_i)^2`
     (the two reductions coincide there by convention).
+
+    Example:
+        >>> brier_score([[1.0, 0.0], [0.5, 0.5]], [0, 1])
+        0.25
+        >>> brier_score([[1.0, 0.0], [0.5, 0.5]], [0, 1], reduction="mean")
+        0.125
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"Expected argument `reduction` to be 'sum' or 'mean', but got {reduction!r}.")
@@ -48,6 +61,10 @@ def nll(preds: ArrayLike, target: ArrayLike) -> float:
     """Mean negative log-likelihood of the label (probabilities clipped at ``NLL_EPS``).
 
     For ``(N,)`` inputs: the binary log loss of P(y=1) (or of confidence vs correctness).
+
+    Example:
+        >>> round(nll([[0.5, 0.5], [0.25, 0.75]], [0, 1]), 4)  # (ln 2 + ln 4/3) / 2
+        0.4904
     """
     p, t = _probs_target(preds, target)
     q = p[np.arange(len(p)), t] if p.ndim == 2 else np.where(t == 1, p, 1.0 - p)
@@ -59,6 +76,12 @@ def auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
 
     Returns NaN when all answers are right or all are wrong (the AUROC is undefined).
     Accepts ``(N, K)`` probabilities with labels too (top-label confidence).
+
+    Example:
+        >>> auroc([0.9, 0.8, 0.3, 0.6], [1, 1, 0, 0])  # every right answer more confident than every wrong one
+        1.0
+        >>> auroc([0.9, 0.8, 0.3, 0.6], [1, 0, 0, 1])
+        0.75
     """
     conf, corr = confidence_and_correct(confidence, correct)
     pos = corr == 1
@@ -81,7 +104,12 @@ def _tie_aware_cumulative_correct(conf: np.ndarray, correct: np.ndarray) -> np.n
 
 
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike, *, coverage: float = 0.1) -> float:
-    """Accuracy on the ``coverage`` fraction of answers with the highest confidence (at least one)."""
+    """Accuracy on the ``coverage`` fraction of answers with the highest confidence (at least one).
+
+    Example:
+        >>> selective_accuracy([0.9, 0.8, 0.3, 0.6], [1, 0, 0, 1], coverage=0.5)  # the 0.9 and 0.8 answers
+        0.5
+    """
     if not 0 < coverage <= 1:
         raise ValueError(f"Expected argument `coverage` in (0, 1], but got {coverage!r}.")
     conf, corr = confidence_and_correct(confidence, correct)
@@ -90,7 +118,13 @@ def selective_accuracy(confidence: ArrayLike, correct: ArrayLike, *, coverage: f
 
 
 def risk_coverage_curve(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage ``k/N`` and selective risk (error rate among the k most confident), k = 1..N."""
+    """Coverage ``k/N`` and selective risk (error rate among the k most confident), k = 1..N.
+
+    Example:
+        >>> coverage, risk = risk_coverage_curve([0.9, 0.8, 0.3, 0.6], [1, 1, 0, 0])
+        >>> coverage.tolist(), risk.round(4).tolist()
+        ([0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.3333, 0.5])
+    """
     conf, corr = confidence_and_correct(confidence, correct)
     k = np.arange(1, len(conf) + 1)
     return k / len(conf), 1.0 - _tie_aware_cumulative_correct(conf, corr) / k
@@ -100,6 +134,10 @@ def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
     """Area under the risk-coverage curve (Geifman & El-Yaniv): mean selective risk over k = 1..N.
 
     Lower is better; ties in confidence are averaged, so the value does not depend on row order.
+
+    Example:
+        >>> round(aurc([0.9, 0.8, 0.3, 0.6], [1, 1, 0, 0]), 4)  # mean of the risks 0, 0, 1/3, 1/2
+        0.2083
     """
     _, risk = risk_coverage_curve(confidence, correct)
     return float(risk.mean())

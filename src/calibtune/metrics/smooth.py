@@ -44,7 +44,12 @@ def _reflected_kernel(t: np.ndarray, g: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def smooth_ece_at(confidence: ArrayLike, correct: ArrayLike, sigma: float) -> float:
-    """smECE at a fixed bandwidth ``sigma``."""
+    """smECE at a fixed bandwidth ``sigma``.
+
+    Example:
+        >>> round(smooth_ece_at([0.9] * 10, [1] * 5 + [0] * 5, sigma=0.1), 4)  # one confidence: |0.9 - 0.5|
+        0.4
+    """
     if not sigma > 0:
         raise ValueError(f"Expected argument `sigma` > 0, but got {sigma!r}.")
     f, y = confidence_and_correct(confidence, correct)
@@ -73,6 +78,13 @@ def smooth_ece(confidence: ArrayLike, correct: ArrayLike, *, min_sigma: float = 
     """smECE with the automatic bandwidth ``σ* = smECE_σ*`` (never below ``min_sigma``).
 
     Accepts ``(N, K)`` probabilities with labels (top-label) or ``(N,)`` confidences with 0/1 targets.
+
+    Example:
+        >>> smooth_ece([1.0, 1.0, 0.0, 0.0], [1, 1, 0, 0])  # a perfect forecaster
+        0.0
+        >>> value, sigma = smooth_ece([0.9] * 10, [1] * 5 + [0] * 5, return_sigma=True)
+        >>> round(value, 4), round(sigma, 4)
+        (0.4, 0.4)
     """
     f, y = confidence_and_correct(confidence, correct)
     f = f.astype(np.float64)
@@ -121,6 +133,11 @@ def smooth_reliability(confidence: ArrayLike, correct: ArrayLike, *, sigma: floa
     is the curve's sampling variability at that bandwidth). Accepts ``(N, K)`` probabilities with
     labels (top-label) or ``(N,)`` confidences with 0/1 targets. Where the kernel puts no weight on any
     item (far from all confidences) the curve is NaN.
+
+    Example:
+        >>> curve = smooth_reliability([0.9] * 10, [1] * 5 + [0] * 5, n_resamples=0)
+        >>> len(curve.t), round(curve.smece, 4), round(float(curve.accuracy[180]), 4)  # accuracy 0.5 at t = 0.9
+        (201, 0.4, 0.5)
     """
     if not 0 < level < 1:
         raise ValueError(f"Expected argument `level` in (0, 1), but got {level!r}.")

@@ -10,18 +10,16 @@ convention and the reliability ``bins`` table.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .bootstrap import bootstrap_ci
-from .calibration import calibration_error, convention, classwise_calibration_error, reliability_bins
-from .scores import accuracy, auroc, aurc, brier_score, nll, selective_accuracy
-from .smooth import smooth_ece
+from .calibration import convention, reliability_bins
+from .registry import METRICS, Bins
 
-CONTRACT_KEYS = ("n", "accuracy", "ece", "mce", "rmsce", "ace", "classwise_ece", "smece", "brier", "nll", "auroc")
+CONTRACT_KEYS = ("n", *(name for name, spec in METRICS.items() if spec.contract))
 
 
 def pad_probabilities(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,40 +54,27 @@ def summarize(
 
     The binning arguments apply to ``ece``/``mce``/``rmsce``; ``ace`` is the equal-mass ECE with the
     same number of bins; ``classwise_ece`` follows the CFT definition with the same bins and edge rule.
-    NaN (e.g. AUROC when every answer is right) is reported as ``None``.
+    NaN (e.g. AUROC when every answer is right) is reported as ``None``. The metrics are those of
+    :data:`~calibtune.metrics.METRICS`, in its order.
+
+    Example:
+        >>> s = summarize([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.9, 0.1]], [0, 1, 1, 0], n_bins=2)
+        >>> s["n"], s["accuracy"], round(s["ece"], 4), set(CONTRACT_KEYS) <= set(s)
+        (4, 0.75, 0.05, True)
     """
     preds = np.asarray(preds, dtype=np.float64)
     target = np.asarray(target)
     nb, eff_binning, eff_edge = convention(preset, n_bins, binning, edge)
-    binned = partial(calibration_error, n_bins=nb, binning=binning, edge=edge, preset=preset)
-    metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "accuracy": accuracy,
-        "ece": partial(binned, norm="l1"),
-        "mce": partial(binned, norm="max"),
-        "rmsce": partial(binned, norm="l2"),
-        "ace": partial(calibration_error, n_bins=nb, binning="mass", edge=edge),
-        "smece": smooth_ece,
-        "brier": brier_score,
-        "nll": nll,
-        "auroc": auroc,
-        "aurc": aurc,
-        "selective_accuracy_10": partial(selective_accuracy, coverage=0.1),
-    }
-    if preds.ndim == 2:
-        def classwise(p: np.ndarray, t: np.ndarray, m: np.ndarray | None = None) -> float:
-            return classwise_calibration_error(p, t, n_bins=nb, edge=edge, mask=m)
-        metrics["classwise_ece"] = classwise
+    bins = Bins(n_bins=nb, binning=binning, edge=edge, preset=preset)
+    metrics = {name: spec.bind(bins) for name, spec in METRICS.items() if preds.ndim == 2 or not spec.class_probs_only}
+    arrays = (preds, target, mask) if mask is not None and preds.ndim == 2 else (preds, target)
     out: dict[str, Any] = {"n": int(len(preds))}
     for key, fn in metrics.items():
-        if key == "classwise_ece" and mask is not None:
-            out[key] = _clean(fn(preds, target, mask))
-        else:
-            out[key] = _clean(fn(preds, target))
+        out[key] = _clean(fn(*arrays))
     out["calibration_error"] = out[{"l1": "ece", "l2": "rmsce", "max": "mce"}[norm]]
     out.update({"norm": norm, "n_bins": nb, "binning": eff_binning, "edge": eff_edge, "preset": preset or "calibtune"})
     out["bins"] = reliability_bins(preds, target, n_bins=nb, binning=binning, edge=edge, preset=preset).to_dict()
     if bootstrap:
         for key, fn in metrics.items():
-            arrays = (preds, target, mask) if key == "classwise_ece" and mask is not None else (preds, target)
             out[f"{key}_ci"] = [_clean(v) for v in bootstrap_ci(fn, *arrays, n_resamples=bootstrap, seed=seed)]
     return out

@@ -2,7 +2,7 @@
 
 Every objective takes ``scores (B, K_max)`` (``-inf`` in unused option columns) and ``labels (B,)``,
 and returns per-sample losses ``(B,)``; the trainer reduces them. Each lives in one module as a config
-dataclass plus a ``loss`` function, registered by name in ``OBJECTIVES``:
+dataclass plus a ``loss`` function, registered by name in ``OBJECTIVES`` (``register_objective`` adds one):
 
 ``ce``, ``ls``, ``mbls``, ``ecp``, ``focal``, ``sft`` (needs log-prob scores), ``cogcalib`` (needs ``known``),
 ``rcft`` (needs ``bin_accuracy``, ``bin_count`` from ``e_step``; preset ``rcft-code`` in ``PRESETS``).
@@ -16,12 +16,12 @@ from .focal import FocalConfig
 from .label_smoothing import LabelSmoothingConfig
 from .mbls import MbLSConfig
 from .rcft import RCFTConfig, e_step, rcft_code
-from .registry import OBJECTIVES, PRESETS, get_objective
+from .registry import OBJECTIVES, PRESETS, get_objective, register_objective
 from .sft import SFTConfig
 from .youden import Threshold, youden_threshold
 
 __all__ = [
     "OBJECTIVES", "PRESETS", "CEConfig", "CogCalibConfig", "ECPConfig", "FocalConfig", "LabelSmoothingConfig",
     "MbLSConfig", "Objective", "RCFTConfig", "SFTConfig", "Threshold", "e_step", "get_objective", "option_log_probs",
-    "per_sample_nll", "rcft_code", "youden_threshold",
+    "per_sample_nll", "rcft_code", "register_objective", "youden_threshold",
 ]

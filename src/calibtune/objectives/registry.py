@@ -1,4 +1,7 @@
-"""Objectives by name: ``OBJECTIVES`` (config classes), ``PRESETS`` (functions building one) and ``get_objective``."""
+"""Objectives by name: ``OBJECTIVES`` (config classes), ``PRESETS`` (functions building one) and ``get_objective``.
+
+Adding a loss is one :func:`register_objective` call on its :class:`~calibtune.objectives.Objective` subclass.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,33 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 # A preset's parameters are its function's; it returns a registered class with other defaults.
 PRESETS: dict[str, Callable[..., Objective]] = {"rcft-code": rcft_code}
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """Register the config class ``cls`` under ``cls.name`` (usable as a class decorator); returns ``cls``.
+
+    A name already registered (or a preset's) is a ``ValueError``.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from calibtune.objectives.ce import loss
+        >>> @register_objective
+        ... @dataclass(frozen=True)
+        ... class DoubleCE(Objective):
+        ...     name = "double-ce"
+        ...     loss_fn = staticmethod(lambda scores, labels, weight: weight * loss(scores, labels))
+        ...     weight: float = 2.0
+        >>> get_objective("double-ce", weight=3.0)
+        DoubleCE(weight=3.0)
+        >>> del OBJECTIVES["double-ce"]
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Objective)):
+        raise ValueError(f"Expected an Objective subclass, but got {cls!r}.")
+    if cls.name in OBJECTIVES or cls.name in PRESETS:
+        raise ValueError(f"Objective {cls.name!r} is already registered; registered: {sorted({*OBJECTIVES, *PRESETS})}.")
+    OBJECTIVES[cls.name] = cls
+    return cls
+
 
 
 def get_objective(name: str, **params: Any) -> Objective:

@@ -1,11 +1,11 @@
-"""Figures and tables from metrics: reliability diagrams (PNG/SVG) and Markdown tables."""
+"""Reliability diagrams, binned and smooth, one or many side by side, saved as PNG and SVG."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import matplotlib
 import numpy as np
@@ -13,8 +13,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .metrics import ReliabilityBins, SmoothReliability  # noqa: E402
-from .predictions import atomic_write  # noqa: E402
+from ..metrics import ReliabilityBins, SmoothReliability  # noqa: E402
+from ..predictions import atomic_write  # noqa: E402
 
 
 def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_top=None, ax_bottom=None):
@@ -121,26 +121,3 @@ def reliability_grid(panels: Sequence[Panel], path: str | os.PathLike[str]) -> l
             col += 1
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A GitHub Markdown table of ``columns`` from ``rows``; intervals shown when ``<key>_ci`` exists."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        cells = []
-        for c in columns:
-            ci = r.get(f"{c}_ci")
-            cell = _fmt(r.get(c))
-            if ci and None not in ci:
-                cell += f" [{ci[0]:.4f}, {ci[1]:.4f}]"
-            cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

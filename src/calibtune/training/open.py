@@ -1,0 +1,217 @@
+"""Fine-tuning on free-form answers: token-level objectives on the answer tokens, through the same Trainer.
+
+Each training item is its 0-shot answer prompt (:mod:`calibtune.open_prompts`) followed by the target
+``answer + newline`` (the first gold alias; the newline is the stop rule, so the model learns to end
+its answer). The two are tokenised jointly and the target's tokens are the ones after the shared
+prefix, as cloze scoring does. Labels follow the causal-LM convention: the token id at each target
+position, ``-100`` elsewhere, so the Trainer's ``num_items_in_batch`` counts target tokens and the
+loss is the mean over the answer tokens of the (accumulated, multi-process) batch.
+
+Objectives are the option-level ones applied to the *token* distribution: every answer token is one
+row of ``(N_tokens, V)`` log-probabilities over the vocabulary with its target token as the label.
+So ``ce``/``sft`` is token-level CE (answer-only SFT), ``ls`` is label smoothing over the vocabulary,
+``ecp`` penalises the token entropy (``normalize_entropy`` divides it by V), ``mbls`` puts the margin on
+the token logits (log-softmax is a per-row shift, so margins are those of the logits), and
+``cogcalib`` adds its regulariser on the tokens of *known* items. CogCalib's known indicator is per
+item: the answer NLL (the sum of its tokens' CE, from the training forward itself) against a
+threshold re-fitted by Youden's J on probe labels, or the probe labels directly — the multiple-choice
+trainer's own logic (:class:`calibtune.training.CalibrationTrainer`), then spread over the item's
+tokens. RCFT's E-step/bins are defined on an option distribution and are refused here.
+
+The held-out curve (:class:`OpenCurveCallback`) generates answers every ``every`` steps: EM accuracy,
+ECE and mean of the sequence-probability confidence, split by known/unknown held-out items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from ..answers import exact_match
+from ..data import OpenItem
+from ..metrics import calibration_error
+from ..open_eval import answer_questions, sequence_confidences
+from ..open_prompts import QATemplate
+from ..scoring import ClozeScorer, ScoringRequest, _left_pad
+from .callbacks import CalibrationCurveCallback
+from .trainer import CalibrationTrainer
+
+__all__ = ["OPEN_OBJECTIVES", "OpenCollator", "OpenCurveCallback", "OpenTrainDataset", "OpenTrainer", "answer_logits",
+           "build_open_dataset", "check_open_objective", "check_open_training", "open_trainer", "token_losses"]
+
+OPEN_OBJECTIVES = ("ce", "sft", "ls", "mbls", "ecp", "focal", "cogcalib")
+
+
+def check_open_objective(objective: str) -> None:
+    """Refuse objectives that have no token-level form (RCFT bins an option distribution)."""
+    if objective not in OPEN_OBJECTIVES:
+        raise ValueError(f"objective {objective!r} is not available for open questions; use one of {OPEN_OBJECTIVES}")
+
+
+@dataclass(frozen=True)
+class _Example:
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    known: int  # 1 known, 0 unknown, -1 no probe label
+
+
+class OpenTrainDataset(TorchDataset):
+    """Pre-tokenised (prompt, answer) pairs with the probe's known label (-1 when there is none)."""
+
+    def __init__(self, examples: Sequence[_Example]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"example": self.examples[i]}
+
+
+def build_open_dataset(items: Sequence[OpenItem], tokenizer, template: QATemplate, *,
+                       known: dict[str, bool] | None = None) -> OpenTrainDataset:
+    """Render each item's 0-shot prompt and target (first alias + newline) and tokenise them once."""
+    requests = [ScoringRequest(template.prompt(it), [template.target(it.answers[0])]) for it in items]
+    encoded = ClozeScorer(share_prompt=False).encode(tokenizer, requests)
+    flags = [(int(known[it.id]) if it.id in known else -1) if known is not None else -1 for it in items]
+    return OpenTrainDataset([_Example(e.context_ids, e.option_ids[0], k) for e, k in zip(encoded, flags)])
+
+
+@dataclass
+class OpenCollator:
+    """Left-padded ``prompt + answer`` rows, causal-LM ``labels`` on the answer tokens, and ``known``."""
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        examples = [f["example"] for f in features]
+        rows = [e.prompt_ids + e.answer_ids for e in examples]
+        labels = [[-100] * len(e.prompt_ids) + e.answer_ids for e in examples]
+        attention_mask = _left_pad([[1] * len(r) for r in rows])
+        return {
+            "input_ids": _left_pad(rows),
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "labels": _left_pad(labels, value=-100),
+            "known": torch.tensor([e.known for e in examples], dtype=torch.long),
+            "logits_to_keep": torch.tensor(max(len(e.answer_ids) for e in examples) + 1),
+        }
+
+
+def answer_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits (N, V), target ids (N,), item index (N,))`` for the N answer tokens of the batch.
+
+    Rows are left-padded, so every answer sits in the last ``logits_to_keep - 1`` columns; the logit at
+    column ``c`` predicts the token at ``c + 1``. Differentiable.
+    """
+    keep = int(batch["logits_to_keep"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False).logits
+    targets = batch["labels"][:, -(keep - 1):]
+    mask = targets != -100
+    item = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[mask]
+    return logits[:, :-1][mask], targets[mask], item
+
+
+def token_losses(objective, logits: torch.Tensor, targets: torch.Tensor, *,
+                 known: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token losses ``(N,)``: ``objective`` on each token's distribution over the vocabulary.
+
+    ``logits (N, V)`` are turned into log-probabilities (in at least float32) so that log-prob objectives
+    (``sft``) apply too; ``known (N,)`` is the CogCalib indicator of each token's item.
+    """
+    scores = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return objective(scores, targets, **({"known": known} if known is not None else {}))
+
+
+class OpenTrainer(CalibrationTrainer):
+    """:class:`CalibrationTrainer` with the loss on the answer tokens (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_open_objective(kwargs["args"].objective)
+        kwargs.setdefault("data_collator", OpenCollator())
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        logits, labels, item = answer_logits(model, inputs)
+        probe_known = inputs["known"]
+        token_nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        nll = torch.zeros(probe_known.shape[0], device=logits.device).index_add(0, item, token_nll.detach())
+        if self.args.known_source == "nll" and model.training:
+            self._remember(nll, probe_known)
+        if self.state.global_step < self.args.style_steps:
+            per_token = token_nll  # style adaptation: plain CE on the answer format first
+        else:
+            known = self._known(nll, probe_known)[item] if "known" in self.state_keys else None
+            per_token = token_losses(self.objective, logits, labels, known=known)
+        if num_items_in_batch is not None and model.training:
+            loss = per_token.sum() / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        else:
+            loss = per_token.mean()
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+
+class OpenCurveCallback(CalibrationCurveCallback):
+    """The held-out curve over generated answers: EM accuracy, ECE and mean of the sequence probability."""
+
+    def __init__(self, items: Sequence[OpenItem], tokenizer, template: QATemplate, *, max_new_tokens: int = 16,
+                 **kwargs: Any) -> None:
+        """``kwargs``: those of :class:`CalibrationCurveCallback` (every, known, curve_path, trainer, ...)."""
+        super().__init__([], tokenizer, None, **kwargs)  # no option scoring: measure() generates instead
+        self.items = list(items)
+        self.template, self.max_new_tokens = template, max_new_tokens
+
+    def measure(self, model) -> dict[str, float]:
+        """The held-out figures for ``model`` now (greedy answers, 0-shot)."""
+        _, gens = answer_questions(model, self.tokenizer, self.template, self.items,
+                                   max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, progress=False)
+        conf = np.array([sequence_confidences(g)["seq_prob"] for g in gens])
+        correct = np.array([int(exact_match(g.text, it.answers)) for g, it in zip(gens, self.items)])
+        out = {f"{self.prefix}_accuracy": float(correct.mean()),
+               f"{self.prefix}_ece": calibration_error(conf, correct, n_bins=self.n_bins),
+               f"{self.prefix}_confidence": float(conf.mean())}
+        if self.known is not None:  # items without a label are in neither group
+            labels = [self.known.get(it.id) for it in self.items]
+            for name, sel in (("known", np.array([lab is True for lab in labels])),
+                              ("unknown", np.array([lab is False for lab in labels]))):
+                if sel.any():
+                    out[f"{self.prefix}_{name}_confidence"] = float(conf[sel].mean())
+                    out[f"{self.prefix}_{name}_accuracy"] = float(correct[sel].mean())
+                    out[f"{self.prefix}_{name}_n"] = int(sel.sum())
+        return out
+
+
+def open_trainer(cfg, args, model, tokenizer, train_items: Sequence[OpenItem], held_out_items, *,
+                 known: dict[str, bool] | None, heldout_known: dict[str, bool] | None,
+                 curve_path: Path) -> tuple[OpenTrainer, OpenCurveCallback | None]:
+    """The trainer (and held-out curve) of a ``calibtune train`` run on short-answer data."""
+    from ..open_prompts import get_qa_template
+
+    template = get_qa_template(cfg.qa_template, tokenizer)
+    dataset = build_open_dataset(train_items, tokenizer, template, known=known)
+    trainer = OpenTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    curve = None
+    if held_out_items is not None and cfg.eval_every:
+        curve = OpenCurveCallback(held_out_items, tokenizer, template, every=cfg.eval_every, known=heldout_known,
+                                  curve_path=curve_path, trainer=trainer, max_new_tokens=cfg.max_new_tokens,
+                                  batch_size=args.per_device_eval_batch_size,
+                                  best_dir=curve_path.parent / "best" if cfg.early_stopping else None)
+        trainer.add_callback(curve)
+    return trainer, curve
+
+
+def check_open_training(cfg) -> None:
+    """Refuse settings that do not apply to open questions, before the model is loaded."""
+    check_open_objective(cfg.objective)
+    if cfg.qa_template not in ("qa", "chat"):
+        from ..open_prompts import get_qa_template
+
+        get_qa_template(cfg.qa_template)
+    if cfg.sft_target != "answer":
+        raise ValueError("sft_target 'question+answer' applies to multiple-choice data only")
