@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtune.metrics import calibration_error
+import yaml
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from calibtune.metrics import auroc, calibration_error
+
+EXPERIMENTS = Path(__file__).resolve().parent
+RESULTS = EXPERIMENTS / "results"
 STUDY_METHODS = ["base", "sft", "ts", "ls", "cols", "combls", "coecp", "cols-probe"]
 COGCALIB = ["cols", "combls", "coecp"]
 N_RESAMPLES = 1000
@@ -68,48 +71,96 @@ def _ci(draws, point: float) -> tuple[float, float]:
     return float(np.percentile(shifted, 2.5)), float(np.percentile(shifted, 97.5))
 
 
-def grid_table(study: str, early_stop: bool = False) -> tuple[list[str], dict]:
-    """Markdown rows per task and method: accuracy and ECE with intervals, ΔECE % vs SFT with its interval."""
+def _method_order(names) -> list[str]:
+    """The study's methods in STUDY_METHODS order, then any others (e.g. the strength grid's) by name."""
+    names = set(names)
+    return [m for m in STUDY_METHODS if m in names] + sorted(names - set(STUDY_METHODS))
+
+
+def eval_sets(study: str) -> list[str]:
+    """Every evaluation set of the study's cells, in the order the cells list them."""
+    return list(dict.fromkeys(r["eval_data"] for c in _cells(study) for r in c["results"]))
+
+
+def grid_table(study: str, early_stop: bool = False, eval_index: int = 0) -> tuple[list[str], dict]:
+    """Markdown rows per task and method on each task's ``eval_index``-th test set (0: in domain).
+
+    Accuracy and ECE with intervals, ΔECE % and Δaccuracy vs SFT (ΔECE with its paired interval),
+    and AUROC (confidence as a detector of right answers; pooled over seeds).
+    """
     cells = _cells(study)
-    by = defaultdict(dict)  # (task, method) -> seed -> (conf, correct) on the task's first test set
+    by = defaultdict(dict)  # (task, method) -> seed -> (conf, correct) on the chosen test set
+    tests = {}
     for c in cells:
-        results = c.get("results_early_stop" if early_stop and c.get("results_early_stop") else "results")
-        test = results[0]["eval_data"]
+        if len(c["results"]) <= eval_index:
+            continue
+        test = c["results"][eval_index]["eval_data"]
         use_es = early_stop and bool(c.get("results_early_stop"))
-        by[(c["task"], c["method"])][c["seed"]] = _predictions(c, test, use_es) + (test,)
-    tasks = list(dict.fromkeys(c["task"] for c in cells))
-    lines = ["| task | method | seeds | accuracy [95 % CI] | ECE [95 % CI] | ΔECE vs SFT [95 % CI] | Δacc vs SFT (pts) |",
-             "|---|---|---|---|---|---|---|"]
+        tests[c["task"]] = test
+        by[(c["task"], c["method"])][c["seed"]] = _predictions(c, test, use_es)
+    tasks = list(dict.fromkeys(c["task"] for c in cells if c["task"] in tests))
+    lines = ["| task | test set | method | seeds | accuracy [95 % CI] | ECE [95 % CI] | ΔECE vs SFT [95 % CI] | "
+             "Δacc vs SFT (pts) | AUROC |",
+             "|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     for task in tasks:
         ref = by.get((task, "sft"), {})
-        for method in STUDY_METHODS:
-            runs = by.get((task, method))
-            if not runs:
-                continue
+        for method in _method_order(m for t, m in by if t == task):
+            runs = by[(task, method)]
             common = sorted(set(runs) & set(ref)) if method != "sft" and ref else sorted(runs)
-            data = {s: runs[s][:2] for s in sorted(runs)}
-            point, draws, stat = _resample_stat(data)
+            point, draws, stat = _resample_stat(runs)
             accs, eces = zip(*(stat(sp, ip) for sp, ip in draws))
             (alo, ahi), (elo, ehi) = _ci(accs, point[0]), _ci(eces, point[1])
-            row = (f"| {task} | {method} | {len(runs)} | {point[0]:.3f} [{alo:.3f}, {ahi:.3f}] | "
+            pooled = auroc(np.concatenate([runs[s][0] for s in sorted(runs)]),
+                           np.concatenate([runs[s][1] for s in sorted(runs)]))
+            row = (f"| {task} | {tests[task]} | {method} | {len(runs)} | {point[0]:.3f} [{alo:.3f}, {ahi:.3f}] | "
                    f"{point[1]:.3f} [{elo:.3f}, {ehi:.3f}] |")
+            summary[(task, method)] = {"ece": point[1], "accuracy": point[0], "auroc": pooled, "seeds": len(runs)}
             if method != "sft" and common:
-                ref_data = {s: ref[s][:2] for s in common}
-                mine = {s: runs[s][:2] for s in common}
-                p_ref, d_ref, stat_ref = _resample_stat(ref_data)
-                p_me, d_me, stat_me = _resample_stat(mine)  # same rng seed: the same seeds and items drawn
+                p_ref, d_ref, stat_ref = _resample_stat({s: ref[s] for s in common})
+                p_me, _, stat_me = _resample_stat({s: runs[s] for s in common})  # same rng seed: same draws
                 rel = [(stat_me(sp, ip)[1] / stat_ref(sp, ip)[1] - 1) * 100 for sp, ip in d_ref]
                 delta = (p_me[1] / p_ref[1] - 1) * 100
                 rlo, rhi = _ci(rel, delta)
-                row += (f" {delta:+.1f} % [{rlo:+.1f}, {rhi:+.1f}] |"
-                        f" {(p_me[0] - p_ref[0]) * 100:+.1f} |")
-                summary[(task, method)] = {"delta_ece_pct": delta, "delta_acc_pts": (p_me[0] - p_ref[0]) * 100,
-                                           "ece": p_me[1], "accuracy": p_me[0]}
+                row += f" {delta:+.1f} % [{rlo:+.1f}, {rhi:+.1f}] | {(p_me[0] - p_ref[0]) * 100:+.1f} |"
+                summary[(task, method)] |= {"delta_ece_pct": delta, "delta_ece_ci": (rlo, rhi),
+                                            "delta_acc_pts": (p_me[0] - p_ref[0]) * 100}
             else:
                 row += " – | – |"
-            lines.append(row)
+            lines.append(row + f" {pooled:.3f} |")
     return lines, summary
+
+
+def planned_cells(study: str) -> int:
+    """How many cells the study's YAML asks for (tasks × seeds × methods)."""
+    cfg = yaml.safe_load((EXPERIMENTS / f"{study}.yaml").read_text())
+    return sum(len(t.get("seeds", [0])) for t in cfg["tasks"]) * len(cfg["methods"])
+
+
+def claim_b(summary: dict) -> list[str]:
+    """Claim (b) against the issue's targets: best CogCalib variant vs SFT (ECE −57 %, accuracy within 1 point)
+    and vs temperature scaling (lower ECE, AUROC ≥ SFT's)."""
+    tasks = sorted({t for t, _ in summary})
+    variants = sorted({m for _, m in summary if m in COGCALIB + ["cols-probe"]})
+    if not variants or not tasks:
+        return ["*No CogCalib cell on the test sets yet.*"]
+    lines = []
+    for m in variants:
+        rows = [summary[(t, m)] for t in tasks if (t, m) in summary and "delta_ece_pct" in summary[(t, m)]]
+        if not rows:
+            continue
+        d_ece = float(np.mean([r["delta_ece_pct"] for r in rows]))
+        d_acc = float(np.mean([r["delta_acc_pts"] for r in rows]))
+        vs_ts = [(summary[(t, m)]["ece"], summary[(t, "ts")]["ece"]) for t in tasks
+                 if (t, m) in summary and (t, "ts") in summary]
+        auc = [(summary[(t, m)]["auroc"], summary[(t, "sft")]["auroc"]) for t in tasks
+               if (t, m) in summary and (t, "sft") in summary]
+        met = d_ece <= -57 and abs(d_acc) <= 1
+        lines.append(f"- **{m}** over {len(rows)} task(s): ΔECE vs SFT {d_ece:+.1f} % (target ≤ −57 %), Δaccuracy "
+                     f"{d_acc:+.1f} points (target within ±1): **{'reproduced' if met else 'refuted here'}**. "
+                     f"ECE below TS's on {sum(a < b for a, b in vs_ts)} of {len(vs_ts)} task(s); AUROC ≥ SFT's on "
+                     f"{sum(a >= b for a, b in auc)} of {len(auc)}.")
+    return lines
 
 
 def indicator_table(study: str) -> list[str]:
@@ -203,8 +254,9 @@ def section() -> list[str]:
            "Commands: `make competence` (map), `make experiments-strength` (strengths on held-out data),",
            "`make probe-validation`, `make experiments-study` (the grid), `make results` (this page). Training:",
            "SmolLM2-135M-Instruct, LoRA r 8 (all linear layers), 400 items × 3 epochs = 150 steps at batch 8, lr 5e-4,",
-           "bf16 autocast, cloze per-token mean; held-out curve every 25 steps on 200 items split by the held-out",
-           "probe (5 prompts × 2 shared shots, chance-aware known rule).", ""]
+           "cloze per-token mean; held-out curve every 25 steps on 200 items split by the held-out probe (5 prompts",
+           "× 2 shared shots, chance-aware known rule). The strength grid ran in bf16 autocast on an avx512_bf16 CPU,",
+           "the study grid in fp32 on an AVX2-only CPU (where bf16 is emulated); test sets of 500 items.", ""]
     out += ["## Claim (a): does known data drive overconfidence? (SFT's held-out curves)", ""]
     out += claim_a("strength") + [""]
     out += ["## Competence map", ""] + _include(RESULTS / "competence" / "competence.md") + [""]
@@ -213,14 +265,23 @@ def section() -> list[str]:
     for study, title in (("strength", "Regulariser strengths on held-out data (selection set = held-out split)"),
                          ("study", "The CogCalib grid on the competent tasks")):
         out += [f"## {title}", ""]
-        if not _cells(study):
-            out += [f"*No finished cell yet in `experiments/results/{study}/`.*", ""]
+        cells = _cells(study)
+        out += [f"Cells finished: {len(cells)} of the {planned_cells(study)} that `experiments/{study}.yaml` asks for "
+                f"(missing cells are not in the tables).", ""]
+        if not cells:
             continue
         table, summary = grid_table(study)
-        out += ["Final model (end of training):", ""] + table + [""]
+        out += ["Final model (end of training), in domain:", ""] + table + [""]
+        if study == "study":
+            out += ["Claim (b), final models in domain:", ""] + claim_b(summary) + [""]
         es_table, _ = grid_table(study, early_stop=True)
-        out += ["Early-stopped model (best held-out accuracy, SliCK-style):", ""] + es_table + [""]
+        out += ["Early-stopped model (best held-out accuracy, SliCK-style), in domain:", ""] + es_table + [""]
+        if any(len(c["results"]) > 1 for c in cells):
+            ood, _ = grid_table(study, eval_index=1)
+            out += ["Out of domain (each trained model on the other task's test set), final model:", ""] + ood + [""]
         out += ["Online known indicator over training (CogCalib cells):", ""] + indicator_table(study) + [""]
         out += ["SFT's held-out curve (mean over seeds; known/unknown by the held-out probe):", ""]
         out += curve_table(study) + [""]
+        if study == "study":
+            out += ["Claim (a) from the study's SFT curves:", ""] + claim_a(study) + [""]
     return out

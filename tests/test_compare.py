@@ -120,3 +120,20 @@ def test_sigkill_mid_grid_then_restart_finishes_the_same_cells(tmp_path: Path, t
         for col in ("n", "accuracy", "ece", "brier", "nll"):
             assert float(row[col]) == pytest.approx(float(ref_rows[key][col]), abs=1e-6), (key, col)
 
+
+def test_config_n_bins_reaches_the_report(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """`n_bins` of the experiment YAML is the report's binning too (it used to stop at the summary)."""
+    from typer.testing import CliRunner
+
+    from calibtune.cli import app
+
+    cfg_path = _config(tmp_path, tiny_model_dir)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg_path.write_text(yaml.safe_dump({**cfg, "n_bins": 7}))
+    seen = {}
+    monkeypatch.setattr("calibtune.grid.compare.run_compare", lambda cfg, **kw: tmp_path / "summary.csv")
+    monkeypatch.setattr("calibtune.grid.report.write_report",
+                        lambda root, **kw: seen.update(kw) or (root / "report.md", root / "report.html"))
+    result = CliRunner().invoke(app, ["compare", "--config", str(cfg_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert seen["n_bins"] == 7

@@ -85,7 +85,7 @@ def test_gguf_cache_roundtrip_and_reuse(tiny_gguf, tmp_path, monkeypatch):
 def test_cache_dir_from_environment(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setenv("CALIBTUNE_CACHE", str(tmp_path / "env-cache"))
     folder = gguf_to_cache(tiny_gguf)
-    assert folder.parent == tmp_path / "env-cache"
+    assert folder.parent == tmp_path / "env-cache" / "models"  # one root: probes sit beside, in env-cache/probes
 
 
 def test_failed_conversion_leaves_no_cache(tiny_gguf, tmp_path, monkeypatch):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
+from .io import cache_root
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -118,9 +120,8 @@ def resolve_model(name: str) -> ResolvedModel:
 
 
 def default_cache_dir() -> Path:
-    """Conversion cache root: ``$CALIBTUNE_CACHE`` or ``~/.cache/calibtune/models``."""
-    env = os.environ.get("CALIBTUNE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "calibtune" / "models"
+    """Conversion cache: ``models/`` under the one cache root (``$CALIBTUNE_CACHE`` or ``~/.cache/calibtune``)."""
+    return cache_root() / "models"
 
 
 def _gguf_cache_key(gguf: Path) -> str:

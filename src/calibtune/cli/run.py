@@ -261,5 +261,6 @@ def compare_cmd(
         raise ValueError(f"{config}: {describe(e)}") from None
     if not _main_process():
         return
-    md, html = write_report(summary.parent, n_boot=bootstrap, baselines=cfg.baselines, progress=progress)
+    md, html = write_report(summary.parent, n_boot=bootstrap, baselines=cfg.baselines, n_bins=cfg.n_bins,
+                          progress=progress)
     out.print(f"summary: {summary}\nreport: {md}, {html}")

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config import load_yaml
+
 
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -73,12 +75,8 @@ class CompareConfig(BaseModel):
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    """The experiment YAML at ``path``, validated; every problem one ``ValueError`` line naming the file."""
+    raw = load_yaml(path)
     try:
         return CompareConfig.model_validate(raw)
     except ValidationError as e:

@@ -16,29 +16,19 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .compare import _slug
-from ..metrics import (
-    accuracy,
-    bootstrap_ci,
-    brier_score,
-    calibration_error,
-    classwise_calibration_error,
-    nll,
-    reliability_bins,
-    smooth_reliability,
-)
+from ..metrics import METRICS, Bins, bootstrap_ci, reliability_bins, smooth_reliability
 from ..predictions import Predictions, atomic_write, read_predictions
 from ..reports import reliability_grid, save_figure
+from .compare import _slug
 
-COLUMNS = {"accuracy": "accuracy", "ece": "ECE", "classwise_ece": "classwise ECE", "mce": "MCE", "brier": "Brier",
-           "nll": "NLL"}
-HIGHER_IS_BETTER = {"accuracy"}
+TABLE_METRICS = ("accuracy", "ece", "classwise_ece", "mce", "brier", "nll")  # names in calibtune.metrics.METRICS
+COLUMNS = {k: METRICS[k].display for k in TABLE_METRICS}
+HIGHER_IS_BETTER = {k for k in TABLE_METRICS if METRICS[k].higher_is_better}
 DELTA_COLUMNS = ("classwise_ece", "mce", "brier", "nll")  # ECE's Δ% sits in the main table
 FIGURES_DIR = "report_files"
 
@@ -93,15 +83,7 @@ class Pooled:
 
 def _metric_fns(n_bins: int) -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]]:
     """Every table metric as ``f(probs, labels, mask)``, so one bootstrap call resamples all three."""
-    ece = partial(calibration_error, n_bins=n_bins)
-    return {
-        "accuracy": lambda p, t, m: accuracy(p, t),
-        "ece": lambda p, t, m: ece(p, t),
-        "classwise_ece": lambda p, t, m: classwise_calibration_error(p, t, n_bins=n_bins, mask=m),
-        "mce": lambda p, t, m: ece(p, t, norm="max"),
-        "brier": lambda p, t, m: brier_score(p, t),
-        "nll": lambda p, t, m: nll(p, t),
-    }
+    return {k: METRICS[k].bind(Bins(n_bins=n_bins)) for k in TABLE_METRICS}
 
 
 def _pool(runs: Sequence[tuple[int, Predictions]]) -> Pooled:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics import reliability_bins
 from .base import Objective, check_flag, check_number, cross_entropy, prepare
 
 
@@ -74,12 +75,8 @@ def e_step(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> tup
         raise ValueError("Expected `correct` to hold booleans (or 0/1).")
     if not ((c >= 0) & (c <= 1)).all():
         raise ValueError("Expected every confidence in [0, 1] (NaN is not).")
-    edges = np.arange(n_bins, dtype=np.float64) / n_bins
-    bins = np.searchsorted(edges, c, side="right") - 1
-    count = np.bincount(bins, minlength=n_bins).astype(np.int64)
-    hits = np.bincount(bins, weights=ok.astype(np.float64), minlength=n_bins)
-    accuracy = np.divide(hits, count, out=np.zeros(n_bins), where=count > 0)
-    return accuracy, count
+    table = reliability_bins(c, ok.astype(np.int64), n_bins=n_bins, binning="width", edge="left")
+    return table.accuracy.astype(np.float64), table.count.astype(np.int64)
 
 
 def rank_preserving_targets(probs: Tensor, valid: Tensor, accuracy: Tensor) -> Tensor:

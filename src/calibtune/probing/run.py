@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any, Literal
 from ..data import MCItem, exemplar_pool, load_dataset
 from ..devices import AUTO_MAX_BATCH, BatchSize, parse_batch_size, resolve_dtype, with_batch_backoff
 from ..distributed import barrier, is_main_process, setup
+from ..io import cache_root
 from ..models import load_model, resolve_model
 from ..predictions import write_jsonl
 from ..prompts import Exemplars
@@ -34,9 +34,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def probe_cache_dir() -> Path:
-    """Probe cache: ``$CALIBTUNE_CACHE/probes`` or ``~/.cache/calibtune/probes``."""
-    env = os.environ.get("CALIBTUNE_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "calibtune") / "probes"
+    """Probe cache: ``$CALIBTUNE_CACHE/probes`` or ``~/.cache/calibtune/probes`` (under :func:`calibtune.io.cache_root`)."""
+    return cache_root() / "probes"
 
 
 def _model_identity(name: str) -> dict[str, Any]:
