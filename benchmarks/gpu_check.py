@@ -153,7 +153,7 @@ def lora_step(label: str, model_name: str, cfg: dict, specs: dict, work: Path) -
 
 def compare_grid(label: str, model_name: str, cfg: dict, specs: dict, work: Path) -> dict[str, Any]:
     """Wall time of ``calibtune compare`` over base, sft and ts on one task and one seed."""
-    from calibtune.compare import load_compare_config, run_compare
+    from calibtune.grid import load_compare_config, run_compare
 
     grid = cfg["grid"]
     config = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtune.compare import load_compare_config
+from calibtune.grid import load_compare_config
 from calibtune.data import exemplar_pool, load_dataset
 from calibtune.metrics import bootstrap_ci
 from calibtune.predictions import atomic_write

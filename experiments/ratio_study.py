@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtune.compare import SUMMARY_COLUMNS, evaluate_sets, load_compare_config
+from calibtune.grid import SUMMARY_COLUMNS, evaluate_sets, load_compare_config
 from calibtune.data import load_dataset
 from calibtune.models import load_model
 from calibtune.predictions import atomic_write

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from calibtune import compare
-from calibtune.compare import CompareConfig, cell_keys, run_compare
+from calibtune.grid import CompareConfig, cell_keys, run_compare
 
 
 def _grid(tmp_path: Path, model: Path, **over) -> CompareConfig:

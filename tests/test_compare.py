@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibtune.compare import SUMMARY_COLUMNS, load_compare_config, run_compare
+from calibtune.grid import SUMMARY_COLUMNS, load_compare_config, run_compare
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path]:

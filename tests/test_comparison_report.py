@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibtune.comparison_report import write_report
+from calibtune.grid.report import write_report
 from calibtune.metrics import pad_probabilities, summarize
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -29,7 +29,7 @@ from calibtune.open_eval import (
     verbalized_confidence,
 )
 from calibtune.open_prompts import JUDGE_PROMPT, QATemplate, get_qa_template, judge_prompt
-from calibtune.open_training import OpenCollator, OpenTrainer, build_open_dataset, token_losses
+from calibtune.training.open import OpenCollator, OpenTrainer, build_open_dataset, token_losses
 from calibtune.predictions import read_predictions
 from calibtune.training import CalibrationTrainingArguments, TrainConfig, run_training
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from calibtune import probing
-from calibtune.compare import draw_mix, load_compare_config, parse_mix, run_compare
+from calibtune.grid import draw_mix, load_compare_config, parse_mix, run_compare
 from calibtune.data import MCItem
 from calibtune.probing import binomial_tail, chance_known, false_known_rate, is_known, probe_mc
 

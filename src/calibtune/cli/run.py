@@ -243,8 +243,9 @@ def compare_cmd(
     progress: ProgressOption = True,
 ) -> None:
     """Run a grid of methods x tasks x seeds; finished cells are kept, a killed run continues where it stopped."""
-    from ..compare import CompareConfig, adopt_legacy_cells, load_compare_config, run_compare
-    from ..comparison_report import write_report
+    from ..grid import compare as grid, report
+    from ..grid.cells import adopt_legacy_cells
+    from ..grid.config import CompareConfig, load_compare_config
 
     overrides = device_overrides(device, dtype, attn_implementation, batch_size)
     cfg = load_compare_config(config)
@@ -256,11 +257,11 @@ def compare_cmd(
             if _main_process():
                 err.print(f"adopted {len(adopted)} cell(s) written before cell keys as results of {config}",
                           soft_wrap=True)
-        summary = run_compare(cfg, only_tasks=task, progress=progress)
+        summary = grid.run_compare(cfg, only_tasks=task, progress=progress)
     except (ValueError, OSError) as e:
         raise ValueError(f"{config}: {describe(e)}") from None
     if not _main_process():
         return
-    md, html = write_report(summary.parent, n_boot=bootstrap, baselines=cfg.baselines, n_bins=cfg.n_bins,
-                          progress=progress)
+    md, html = report.write_report(summary.parent, n_boot=bootstrap, baselines=cfg.baselines, n_bins=cfg.n_bins,
+                                 progress=progress)
     out.print(f"summary: {summary}\nreport: {md}, {html}")
