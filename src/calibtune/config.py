@@ -1,7 +1,8 @@
 """YAML config files read into a mapping, every failure one line naming the file (and the line).
 
 The experiment and training configs (``calibtune compare --config``, ``calibtune train --config``) are
-read here; validating their keys is their own modules' job.
+read here; validating their keys is their own modules' job (pydantic models), and
+:func:`validation_problems` makes pydantic's errors the same one line.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -23,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_yaml"]
+__all__ = ["load_yaml", "validation_problems"]
 
 _KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}
 
@@ -87,3 +88,18 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         kind = _KINDS.get(type(raw), type(raw).__name__)
         raise ValueError(f"{path}: expected a mapping at the top level, got {kind}")
     return raw
+
+
+def validation_problems(error: Any) -> str:
+    """One line for a pydantic ``ValidationError``: ``field.path: message`` per problem, ``; ``-joined.
+
+    >>> from pydantic import BaseModel, ValidationError
+    >>> class Run(BaseModel):
+    ...     steps: int
+    >>> try:
+    ...     Run(steps="many")
+    ... except ValidationError as e:
+    ...     print(validation_problems(e))
+    steps: Input should be a valid integer, unable to parse string as an integer
+    """
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in error.errors())

@@ -38,7 +38,7 @@ from .posthoc import TemperatureScaling
 from . import checks
 from .devices import parse_batch_size, resolve_dtype
 from .distributed import barrier, is_main_process, score_sharded, setup, world
-from .predictions import atomic_write, staged_folder, write_jsonl
+from .io import atomic_write, staged_folder, write_jsonl
 from .prompts import build_requests, get_template
 from .scoring import NORMALIZATIONS
 

@@ -48,7 +48,7 @@ from .open_prompts import (
     judge_prompt,
     pick_exemplars,
 )
-from .predictions import atomic_write, write_jsonl
+from .io import atomic_write, write_jsonl
 from .scoring import ScoringRequest, score
 
 if TYPE_CHECKING:

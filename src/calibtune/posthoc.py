@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .predictions import atomic_write
+from .io import atomic_write
 
 
 def _padded_logits(log_probs: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..distributed import barrier, is_main_process
-from ..predictions import atomic_write
+from ..config import validation_problems
+from ..io import atomic_write
 from .config import CompareConfig, Task, parse_mix
 
 CELL_KEY_VERSION = 1
@@ -95,13 +96,11 @@ def check_grid(cfg: CompareConfig, only_tasks: list[str] | None = None) -> None:
                 **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
                 "train_data": cfg.tasks[0].train if cfg.tasks else "-",
                 "template": cfg.template, "scoring": cfg.scoring, "normalize": cfg.normalize,
-                "objective": m.objective, "objective_params": m.objective_params, "known_source": m.known_source,
-                "style_steps": m.style_steps, "refit_every": m.refit_every, "estep": m.estep, "sft_target": m.sft_target,
+                **m.train_settings(),
                 "training": {**cfg.train.get("training", {}), "output_dir": str(root / ".check")}})
             check_train_config(tc)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise ValueError(f"methods {m.name!r} (with train): {problems}") from None
+                raise ValueError(f"methods {m.name!r} (with train): {validation_problems(e)}") from None
         except ValueError as e:
             raise ValueError(f"methods {m.name!r} (with train): {e}") from None
 

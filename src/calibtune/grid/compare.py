@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..distributed import barrier, is_main_process, score_sharded, setup
-from ..predictions import atomic_write
+from ..io import atomic_write
 from .cells import _cell_json, _retire, cell_keys
 from .config import CompareConfig, Method, ProbeSettings, Task, draw_mix
 
@@ -59,7 +59,7 @@ def evaluate_sets(cfg: CompareConfig, model, tok, specs: list[tuple[str, int | N
     """Score ``specs``; write one predictions file per set into ``out``; return one metric row per set."""
     from ..evaluate import predictions_rows
     from ..metrics import pad_probabilities, summarize
-    from ..predictions import write_jsonl
+    from ..io import write_jsonl
 
     rows = []
     for spec, limit in specs:
@@ -122,9 +122,8 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             "attn_implementation": cfg.attn_implementation, "train_data": task.train,
             "train_limit": task.train_limit, "train_ids": train_ids, "data_seed": data_seed,
             "seed": seed, "template": cfg.template, "scoring": cfg.scoring,
-            "normalize": cfg.normalize, "objective": method.objective, "objective_params": method.objective_params,
-            "known_source": method.known_source, "style_steps": method.style_steps, "refit_every": method.refit_every,
-            "estep": method.estep, "sft_target": method.sft_target, "eval_data": task.heldout, "eval_limit": task.heldout_limit,
+            "normalize": cfg.normalize, **method.train_settings(), "eval_data": task.heldout,
+            "eval_limit": task.heldout_limit,
             "probe": str(probe) if probe is not None else None,
             "eval_probe": str(heldout_probe) if heldout_probe is not None else None,
             "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import load_yaml
+from ..config import load_yaml, validation_problems
+from ..training.arguments import OBJECTIVE_FIELDS, ObjectiveSettings
 
 
 class Task(BaseModel):
@@ -30,17 +31,17 @@ class Task(BaseModel):
     train_size: int | None = Field(None, gt=0, description="size of the mixed training set (with mix)")
 
 
-class Method(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Method(ObjectiveSettings):
+    """A method of the grid: a training objective with its settings (``CalibrationTrainingArguments``'
+    fields), the untouched model (``base``: no objective) or temperature scaling of another method."""
+
     name: str
-    objective: str | None = None  # None: no training (base) or post-hoc (ts)
-    objective_params: dict[str, Any] = Field(default_factory=dict)
-    known_source: str = "none"
-    style_steps: int = 0
-    refit_every: int = 20
-    estep: str = "epoch"  # RCFT: E-step every epoch (paper) or once (released code)
-    sft_target: Literal["answer", "question+answer"] = "answer"  # question+answer = CFT paper's L_SFT2
-    temperature_of: str | None = None  # ts: the method whose model is temperature-scaled
+    objective: str | None = Field(None, description="None: no training (base) or post-hoc (ts)")
+    temperature_of: str | None = Field(None, description="ts: the method whose model is temperature-scaled")
+
+    def train_settings(self) -> dict[str, Any]:
+        """The settings this method gives ``TrainConfig`` (objective, its parameters, known indicator ...)."""
+        return self.model_dump(include=set(OBJECTIVE_FIELDS))
 
 
 class ProbeSettings(BaseModel):
@@ -80,8 +81,7 @@ def load_compare_config(path: str | Path) -> CompareConfig:
     try:
         return CompareConfig.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ValueError(f"{path}: {problems}") from None
+        raise ValueError(f"{path}: {validation_problems(e)}") from None
 
 
 def parse_mix(mix: str) -> tuple[int, int]:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..metrics import METRICS, Bins, bootstrap_ci, reliability_bins, smooth_reliability
-from ..predictions import Predictions, atomic_write, read_predictions
+from ..io import atomic_write
+from ..predictions import Predictions, read_predictions
 from ..reports import reliability_grid, save_figure
 from .compare import _slug
 

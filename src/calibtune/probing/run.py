@@ -16,7 +16,7 @@ from ..devices import AUTO_MAX_BATCH, BatchSize, parse_batch_size, resolve_dtype
 from ..distributed import barrier, is_main_process, setup
 from ..io import cache_root
 from ..models import load_model, resolve_model
-from ..predictions import write_jsonl
+from ..io import write_jsonl
 from ..prompts import Exemplars
 from .labels import FALSE_KNOWN_RATE, KNOWN_RULES, KnownRule, ProbeRecord, load_probe
 from .mc import probe_mc

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..metrics import ReliabilityBins, SmoothReliability  # noqa: E402
-from ..predictions import atomic_write  # noqa: E402
+from ..io import atomic_write  # noqa: E402
 
 
 def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_top=None, ax_bottom=None):

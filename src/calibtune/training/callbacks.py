@@ -112,7 +112,7 @@ class CalibrationCurveCallback(TrainerCallback):
             self._write()
 
     def _write(self) -> None:
-        from ..predictions import atomic_write
+        from ..io import atomic_write
 
         keys = sorted({k for row in self.curve for k in row}, key=lambda k: (k != "step", k))
         with atomic_write(self.curve_path) as fh:

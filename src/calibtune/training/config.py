@@ -12,7 +12,8 @@ from transformers import TrainingArguments
 
 from ..devices import cpu_has_native_bf16, resolve_device
 from ..objectives import get_objective
-from .arguments import CalibrationTrainingArguments
+from ..config import load_yaml, validation_problems
+from .arguments import CALIBRATION_FIELDS, CalibrationSettings, CalibrationTrainingArguments
 from .checkpoints import last_checkpoint
 
 
@@ -26,10 +27,10 @@ class LoraSettings(BaseModel):
     targets: str | list[str] = "all-linear"
 
 
-class TrainConfig(BaseModel):
-    """A ``calibtune train`` run, as read from YAML (unknown keys are errors, with their path)."""
+class TrainConfig(CalibrationSettings):
+    """A ``calibtune train`` run, as read from YAML (unknown keys are errors, with their path); the
+    calibration settings (objective, scoring, known indicator ...) are ``CalibrationTrainingArguments``'."""
 
-    model_config = ConfigDict(extra="forbid")
     model: str = "smollm2"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     device: str = Field("auto", description="auto, cpu, cuda or mps; under accelerate launch each process takes its own GPU")
@@ -48,19 +49,9 @@ class TrainConfig(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict, description="columns of file/hf: train and eval data (question, options, gold...)")
     seed: int = 0
     template: str = "blob"
-    scoring: Literal["letter", "cloze"] = "cloze"
-    normalize: Literal["sum", "mean", "char", "byte", "pmi"] = "sum"
     probe: str | None = Field(None, description="probe JSONL (calibtune probe) with known labels by item id")
     eval_probe: str | None = Field(None, description="probe JSONL of the held-out items: splits the curve into known/unknown")
     lora: LoraSettings | None = Field(default_factory=LoraSettings, description="null = full fine-tuning")
-    objective: str = "ce"
-    objective_params: dict[str, Any] = Field(default_factory=dict)
-    known_source: Literal["none", "probe", "nll"] = "none"
-    style_steps: int = Field(0, ge=0)
-    refit_every: int = Field(20, ge=1)
-    estep: Literal["epoch", "once"] = "epoch"
-    sft_target: Literal["answer", "question+answer"] = "answer"
-    question_weight: float = Field(1.0, ge=0)
     eval_every: int = Field(0, ge=0)
     qa_template: str = Field("qa", description="open questions: qa (SliCK's Q:/A:), chat, or a template file")
     max_new_tokens: int = Field(16, gt=0, description="open questions: answer length cap of the held-out curve")
@@ -70,14 +61,7 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read and validate a YAML config; ``overrides`` (CLI flags) win, ``training.*`` keys included."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+    raw = load_yaml(path)
     for key, value in (overrides or {}).items():
         if key.startswith("training."):
             raw.setdefault("training", {})[key.split(".", 1)[1]] = value
@@ -86,8 +70,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ValueError(f"{path}: {problems}") from None
+        raise ValueError(f"{path}: {validation_problems(e)}") from None
 
 
 def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
@@ -116,11 +99,7 @@ def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
         warnings.warn("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated and "
                       "far slower than fp32: set training.bf16: false", stacklevel=2)
     try:
-        args = CalibrationTrainingArguments(
-            objective=cfg.objective, objective_params=cfg.objective_params, scoring=cfg.scoring,
-            normalize=cfg.normalize, known_source=cfg.known_source, style_steps=cfg.style_steps,
-            refit_every=cfg.refit_every, estep=cfg.estep, sft_target=cfg.sft_target,
-            question_weight=cfg.question_weight, **kwargs)
+        args = CalibrationTrainingArguments(**cfg.model_dump(include=set(CALIBRATION_FIELDS)), **kwargs)
     except TypeError as e:
         raise ValueError(f"training: {e}") from None
     _check_numbers(args)

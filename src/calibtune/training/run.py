@@ -93,7 +93,7 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
                "thresholds": trainer.threshold_history, "e_steps": trainer.estep_history,
                "curve": curve.curve if curve else [], "best": curve.best if curve else None}
     if trainer.is_world_process_zero():
-        from ..predictions import atomic_write
+        from ..io import atomic_write
 
         with atomic_write(out / "training_summary.json") as fh:
             json.dump(summary, fh, indent=1)
