@@ -243,7 +243,7 @@ def compare_cmd(
     progress: ProgressOption = True,
 ) -> None:
     """Run a grid of methods x tasks x seeds; finished cells are kept, a killed run continues where it stopped."""
-    from ..grid import compare as grid, report
+    from ..grid import compare, report
     from ..grid.cells import adopt_legacy_cells
     from ..grid.config import CompareConfig, load_compare_config
 
@@ -257,7 +257,7 @@ def compare_cmd(
             if _main_process():
                 err.print(f"adopted {len(adopted)} cell(s) written before cell keys as results of {config}",
                           soft_wrap=True)
-        summary = grid.run_compare(cfg, only_tasks=task, progress=progress)
+        summary = compare.run_compare(cfg, only_tasks=task, progress=progress)
     except (ValueError, OSError) as e:
         raise ValueError(f"{config}: {describe(e)}") from None
     if not _main_process():

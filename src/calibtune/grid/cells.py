@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from ..distributed import barrier, is_main_process
 from ..config import validation_problems
 from ..io import atomic_write
-from .config import CompareConfig, Task, parse_mix
+from .config import CompareConfig, Task, parse_mix, train_config
 
 CELL_KEY_VERSION = 1
 _HOW_NOT_WHAT = {"name", "out", "device", "attn_implementation", "batch_size", "baselines", "tasks", "methods",
@@ -36,7 +36,7 @@ def check_grid(cfg: CompareConfig, only_tasks: list[str] | None = None) -> None:
     from ..metrics.calibration import convention
     from ..models import _torch_dtype, resolve_model
     from ..probing import KNOWN_RULES
-    from ..training import TrainConfig, check_train_config
+    from ..training import check_train_config
 
     for kind, names in (("task", [t.name for t in cfg.tasks]), ("method", [m.name for m in cfg.methods])):
         for name in names:
@@ -92,15 +92,10 @@ def check_grid(cfg: CompareConfig, only_tasks: list[str] | None = None) -> None:
         if m.objective is None:
             continue
         try:
-            tc = TrainConfig.model_validate({
-                **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
-                "train_data": cfg.tasks[0].train if cfg.tasks else "-",
-                "template": cfg.template, "scoring": cfg.scoring, "normalize": cfg.normalize,
-                **m.train_settings(),
-                "training": {**cfg.train.get("training", {}), "output_dir": str(root / ".check")}})
+            tc = train_config(cfg, m, root / ".check", train_data=cfg.tasks[0].train if cfg.tasks else "-")
             check_train_config(tc)
         except ValidationError as e:
-                raise ValueError(f"methods {m.name!r} (with train): {validation_problems(e)}") from None
+            raise ValueError(f"methods {m.name!r} (with train): {validation_problems(e)}") from None
         except ValueError as e:
             raise ValueError(f"methods {m.name!r} (with train): {e}") from None
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..distributed import barrier, is_main_process, score_sharded, setup
-from ..io import atomic_write
+from ..io import atomic_write, write_jsonl
 from .cells import _cell_json, _retire, cell_keys
-from .config import CompareConfig, Method, ProbeSettings, Task, draw_mix
+from .config import CompareConfig, Method, ProbeSettings, Task, draw_mix, train_config
 
 SUMMARY_COLUMNS = ["method", "train_data", "eval_data", "seed", "n", "accuracy", "ece", "brier", "nll"]
 EXTRA_COLUMNS = ["smece", "mce", "classwise_ece", "auroc", "temperature", "train_seconds", "known_fraction"]
@@ -59,7 +59,6 @@ def evaluate_sets(cfg: CompareConfig, model, tok, specs: list[tuple[str, int | N
     """Score ``specs``; write one predictions file per set into ``out``; return one metric row per set."""
     from ..evaluate import predictions_rows
     from ..metrics import pad_probabilities, summarize
-    from ..io import write_jsonl
 
     rows = []
     for spec, limit in specs:
@@ -85,7 +84,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     """Train (if needed) and evaluate one cell; returns its record (also written to ``cell.json``, with ``key``)."""
     from ..models import load_model
     from ..posthoc import TemperatureScaling
-    from ..training import TrainConfig, run_training
+    from ..training import run_training
 
     cell_dir = root / task.name / f"seed{seed}" / method.name
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -117,16 +116,10 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             record.update(mix=task.mix, train_size=task.train_size)
         if heldout_probe is not None:  # the training curve's known/unknown split of the held-out items
             _probe(cfg, task.heldout, task.heldout_limit, data_seed, heldout_probe)
-        tc = TrainConfig.model_validate({
-            **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
-            "attn_implementation": cfg.attn_implementation, "train_data": task.train,
-            "train_limit": task.train_limit, "train_ids": train_ids, "data_seed": data_seed,
-            "seed": seed, "template": cfg.template, "scoring": cfg.scoring,
-            "normalize": cfg.normalize, **method.train_settings(), "eval_data": task.heldout,
-            "eval_limit": task.heldout_limit,
-            "probe": str(probe) if probe is not None else None,
-            "eval_probe": str(heldout_probe) if heldout_probe is not None else None,
-            "training": {**cfg.train.get("training", {}), "output_dir": str(cell_dir / "adapter")}})
+        tc = train_config(cfg, method, cell_dir / "adapter", train_data=task.train, train_limit=task.train_limit,
+                          train_ids=train_ids, data_seed=data_seed, seed=seed, eval_data=task.heldout,
+                          eval_limit=task.heldout_limit, probe=str(probe) if probe is not None else None,
+                          eval_probe=str(heldout_probe) if heldout_probe is not None else None)
         summary = run_training(tc, progress=False, keep_model=True)
         trained = (summary.pop("model"), summary.pop("tokenizer"))  # evaluated in memory: one load per cell
         adapter = str(cell_dir / "adapter")

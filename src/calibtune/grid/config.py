@@ -39,9 +39,6 @@ class Method(ObjectiveSettings):
     objective: str | None = Field(None, description="None: no training (base) or post-hoc (ts)")
     temperature_of: str | None = Field(None, description="ts: the method whose model is temperature-scaled")
 
-    def train_settings(self) -> dict[str, Any]:
-        """The settings this method gives ``TrainConfig`` (objective, its parameters, known indicator ...)."""
-        return self.model_dump(include=set(OBJECTIVE_FIELDS))
 
 
 class ProbeSettings(BaseModel):
@@ -73,6 +70,18 @@ class CompareConfig(BaseModel):
     methods: list[Method]
     baselines: list[str] = Field(default_factory=lambda: ["sft", "ts"],
                                  description="methods the report's Δ% columns compare against")
+
+
+def train_config(cfg: CompareConfig, method: Method, output_dir: Path, **data: Any) -> TrainConfig:
+    """The ``TrainConfig`` of ``method`` in the grid ``cfg``: the grid's ``train`` settings, model, scoring and
+    template, the method's objective settings, then the cell's ``data`` (train/held-out sets, seed, probes)."""
+    from ..training import TrainConfig
+
+    return TrainConfig.model_validate({
+        **cfg.train, "model": cfg.model, "dtype": cfg.dtype, "device": cfg.device,
+        "attn_implementation": cfg.attn_implementation, "template": cfg.template, "scoring": cfg.scoring,
+        "normalize": cfg.normalize, **method.model_dump(include=set(OBJECTIVE_FIELDS)), **data,
+        "training": {**cfg.train.get("training", {}), "output_dir": str(output_dir)}})
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:

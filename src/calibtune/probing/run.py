@@ -14,9 +14,8 @@ from typing import Any, Literal
 from ..data import MCItem, exemplar_pool, load_dataset
 from ..devices import AUTO_MAX_BATCH, BatchSize, parse_batch_size, resolve_dtype, with_batch_backoff
 from ..distributed import barrier, is_main_process, setup
-from ..io import cache_root
+from ..io import cache_root, write_jsonl
 from ..models import load_model, resolve_model
-from ..io import write_jsonl
 from ..prompts import Exemplars
 from .labels import FALSE_KNOWN_RATE, KNOWN_RULES, KnownRule, ProbeRecord, load_probe
 from .mc import probe_mc

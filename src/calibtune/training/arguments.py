@@ -85,7 +85,7 @@ def settings_model(name: str, names: tuple[str, ...], base: type[BaseModel] | No
     for f in fields(CalibrationTrainingArguments):
         if f.name in names:
             default = {"default_factory": f.default_factory} if f.default is MISSING else {"default": f.default}
-            bounds = {k: f.metadata[k] for k in ("ge",) if k in f.metadata}
+            bounds = {"ge": f.metadata["ge"]} if "ge" in f.metadata else {}
             spec[f.name] = (_TYPES[f.name], Field(description=f.metadata["help"], **default, **bounds))
     if base is None:
         return create_model(name, __config__=ConfigDict(extra="forbid"), **spec)
