@@ -13,11 +13,16 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
-from calibtune.metrics import reliability_bins
-from calibtune.predictions import atomic_write, read_predictions
-from calibtune.reports import plt, reliability_grid, save_figure
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from calibtune.io import atomic_write  # noqa: E402
+from calibtune.metrics import reliability_bins  # noqa: E402
+from calibtune.predictions import read_predictions  # noqa: E402
+from calibtune.reports import reliability_grid, save_figure  # noqa: E402
 
 import results_round2
 

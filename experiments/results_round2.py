@@ -255,8 +255,9 @@ def section() -> list[str]:
            "`make probe-validation`, `make experiments-study` (the grid), `make results` (this page). Training:",
            "SmolLM2-135M-Instruct, LoRA r 8 (all linear layers), 400 items × 3 epochs = 150 steps at batch 8, lr 5e-4,",
            "cloze per-token mean; held-out curve every 25 steps on 200 items split by the held-out probe (5 prompts",
-           "× 2 shared shots, chance-aware known rule). The strength grid ran in bf16 autocast on an avx512_bf16 CPU,",
-           "the study grid in fp32 on an AVX2-only CPU (where bf16 is emulated); test sets of 500 items.", ""]
+           "× 2 shared shots, chance-aware known rule). The strength grid and the study grid ran in bf16 autocast on",
+           "avx512_bf16 CPUs (an earlier fp32 run of the study's seed 0, on an AVX2-only CPU, is in the git history);",
+           "test sets of 500 items.", ""]
     out += ["## Claim (a): does known data drive overconfidence? (SFT's held-out curves)", ""]
     out += claim_a("strength") + [""]
     out += ["## Competence map", ""] + _include(RESULTS / "competence" / "competence.md") + [""]

@@ -32,18 +32,18 @@ from typing import Any, Literal
 import numpy as np
 
 from .data import load_dataset, exemplar_pool, takes_fields
-from .metrics import reliability_bins, smooth_reliability, summarize
+from .evaluation import predictions_rows, rows_metrics, score_items
+from .metrics import reliability_bins, report_metrics, smooth_reliability
 from .open_eval import evaluate_open, is_open
 from .posthoc import TemperatureScaling
 from . import checks
 from .devices import parse_batch_size, resolve_dtype
-from .distributed import barrier, is_main_process, score_sharded, setup, world
+from .distributed import barrier, is_main_process, setup, world
 from .io import atomic_write, staged_folder, write_jsonl
-from .prompts import build_requests, get_template
+from .prompts import get_template
 from .scoring import NORMALIZATIONS
 
-REPORT_COLUMNS = ("data", "scoring", "n", "accuracy", "ece", "ace", "mce", "smece", "classwise_ece", "brier", "nll",
-                  "auroc", "seconds")
+REPORT_COLUMNS = ("data", "scoring", "n", *report_metrics(), "seconds")
 
 
 @dataclass
@@ -141,19 +141,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def predictions_rows(dataset: str, scoring: str, items, logprobs: list[np.ndarray]) -> list[dict[str, Any]]:
-    """Per-item prediction records from option log-probabilities."""
-    rows = []
-    for item, lp in zip(items, logprobs):
-        probs = np.exp(lp - lp.max())
-        probs /= probs.sum()
-        pred = int(np.argmax(probs))
-        rows.append({"dataset": dataset, "scoring": scoring, "id": item.id, "probs": [float(p) for p in probs],
-                     "label": int(item.gold), "pred": pred, "confidence": float(probs[pred]),
-                     "correct": int(pred == item.gold), "logprobs": [float(v) for v in lp]})
-    return rows
-
-
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run the evaluation described by ``cfg`` and write its outputs; returns the ``metrics.json`` content.
 
@@ -210,11 +197,10 @@ def _evaluate(cfg: EvalConfig, datasets, out: Path) -> dict[str, Any]:
 
     def run_scoring(ds, scoring: str) -> tuple[list[np.ndarray], float]:
         pool = exemplar_pool(ds.name, data_dir=cfg.data_dir) if cfg.shots else None
-        requests = build_requests(ds.items, template, scoring, shots=cfg.shots,
-                                  pool=pool.items if pool else None, seed=cfg.seed, exemplars=cfg.exemplars)
         t1 = time.perf_counter()
-        logprobs = score_sharded(model, tokenizer, requests, scoring=scoring, batch_size=cfg.batch_size,
-                                 normalize=cfg.normalize, progress=cfg.progress)
+        logprobs = score_items(model, tokenizer, ds.items, template, scoring, normalize=cfg.normalize,
+                               batch_size=cfg.batch_size, shots=cfg.shots, pool=pool.items if pool else None,
+                               seed=cfg.seed, exemplars=cfg.exemplars, progress=cfg.progress)
         return logprobs, time.perf_counter() - t1
 
     temperatures: dict[str, TemperatureScaling] = {}
@@ -232,10 +218,10 @@ def _evaluate(cfg: EvalConfig, datasets, out: Path) -> dict[str, Any]:
     def record(ds, scoring: str, logprobs: list[np.ndarray], seconds: float) -> None:
         rows = predictions_rows(ds.name, scoring, ds.items, logprobs)
         all_rows.extend(rows)
+        key = f"{ds.name} · {scoring}"
+        m = rows_metrics(rows, n_bins=cfg.n_bins, bootstrap=cfg.bootstrap, seed=cfg.seed)
         probs, mask = pad_probabilities([r["probs"] for r in rows])
         labels = np.array([r["label"] for r in rows])
-        key = f"{ds.name} · {scoring}"
-        m = summarize(probs, labels, mask=mask, n_bins=cfg.n_bins, bootstrap=cfg.bootstrap, seed=cfg.seed)
         m.update({"data": ds.name, "scoring": scoring, "seconds": round(seconds, 2),
                   "items_per_second": round(len(rows) / seconds, 3) if seconds else None, "n_skipped": ds.n_skipped})
         results[key] = m
@@ -248,7 +234,7 @@ def _evaluate(cfg: EvalConfig, datasets, out: Path) -> dict[str, Any]:
             record(ds, scoring, logprobs, seconds)
             if scoring in temperatures:
                 ts = temperatures[scoring]
-                record(ds, f"{scoring}+ts", [np.log(np.clip(p, 1e-300, 1)) for p in ts.transform(logprobs)], 0.0)
+                record(ds, f"{scoring}+ts", ts.transform_log(logprobs), 0.0)
                 results[f"{ds.name} · {scoring}+ts"]["temperature"] = ts.temperature_
     write_jsonl(out / "predictions.jsonl", all_rows)
     report = {"config": dataclasses.asdict(cfg), "versions": package_versions(),

@@ -37,7 +37,7 @@ import numpy as np
 from .answers import exact_match, token_f1
 from .data import Dataset, OpenItem, exemplar_pool, load_dataset
 from .generation import Generation, generate_answers
-from .metrics import reliability_bins, summarize
+from .metrics import reliability_bins, report_metrics, summarize
 from .open_prompts import (
     JUDGE_PROMPT,
     PTRUE_PROMPT,
@@ -76,8 +76,7 @@ __all__ = [
 CONFIDENCE_METHODS = ("ptrue", "verbalized")  # the extra kinds to compute; seq_prob(_mean) come with every answer
 CONFIDENCE_KINDS = ("seq_prob", "seq_prob_mean", "ptrue", "verbalized")
 CORRECTNESS = ("em", "f1", "judge")
-REPORT_COLUMNS = ("data", "confidence", "n", "accuracy", "ece", "ace", "mce", "smece", "brier", "auroc", "aurc",
-                  "n_unparsed")
+REPORT_COLUMNS = ("data", "confidence", "n", *report_metrics(class_probs=False), "n_unparsed")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 

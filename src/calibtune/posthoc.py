@@ -82,14 +82,23 @@ class TemperatureScaling:
 
     def transform(self, logits: Sequence[Sequence[float]] | np.ndarray) -> list[np.ndarray]:
         """Calibrated probabilities per row (ragged rows stay ragged)."""
+        return [np.exp(lp) for lp in self.transform_log(logits)]
+
+    def transform_log(self, logits: Sequence[Sequence[float]] | np.ndarray) -> list[np.ndarray]:
+        """Calibrated log-probabilities per row, ``log_softmax(z / T)`` (exact, no clipping; ragged rows stay ragged).
+
+        >>> ts = TemperatureScaling()
+        >>> ts.temperature_ = 2.0
+        >>> np.round(np.exp(ts.transform_log([[0.0, np.log(9.0)]])[0]), 4)
+        array([0.25, 0.75])
+        """
         if not hasattr(self, "temperature_"):
             raise RuntimeError("This TemperatureScaling instance is not fitted yet; call fit(logits, labels) first")
         z = _padded_logits(logits) / self.temperature_
         z = z - z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
+        z = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         lengths = [len(r) for r in logits]
-        return [p[i, :n] for i, n in enumerate(lengths)]
+        return [z[i, :n] for i, n in enumerate(lengths)]
 
 
 CALIBRATOR_FORMAT = "calibtune-calibrator/1"

@@ -36,7 +36,9 @@ def metrics_table(rows: dict[str, dict], title: str = "") -> Table:
     >>> list(table.columns[1].cells)
     ['3', '0.6667', '0.2500 [0.1000, 0.4000]']
     """
-    keys = ["n", "accuracy", "ece", "ace", "mce", "rmsce", "smece", "classwise_ece", "brier", "nll", "auroc", "aurc"]
+    from ..metrics import report_metrics
+
+    keys = ["n", *report_metrics()]
     table = Table(title=title or None)
     table.add_column("metric")
     for name in rows:

@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from ..distributed import barrier, is_main_process, score_sharded, setup
+from ..distributed import barrier, is_main_process, setup
+from ..evaluation import predictions_rows, rows_metrics, score_items
 from ..io import atomic_write, write_jsonl
+from ..posthoc import TemperatureScaling
 from .cells import _cell_json, _retire, cell_keys
 from .config import CompareConfig, Method, ProbeSettings, Task, draw_mix, train_config
 
-SUMMARY_COLUMNS = ["method", "train_data", "eval_data", "seed", "n", "accuracy", "ece", "brier", "nll"]
-EXTRA_COLUMNS = ["smece", "mce", "classwise_ece", "auroc", "temperature", "train_seconds", "known_fraction"]
+RESULT_METRICS = ("n", "accuracy", "ece", "brier", "nll", "smece", "mce", "classwise_ece", "auroc")  # per cell and set
+SUMMARY_COLUMNS = ["method", "train_data", "eval_data", "seed", *RESULT_METRICS[:5]]
+EXTRA_COLUMNS = [*RESULT_METRICS[5:], "temperature", "train_seconds", "known_fraction"]
 
 
 def _probe(cfg: CompareConfig, spec: str, limit: int | None, seed: int, out: Path) -> float:
@@ -41,12 +44,11 @@ def _probe(cfg: CompareConfig, spec: str, limit: int | None, seed: int, out: Pat
 def _score(cfg: CompareConfig, model, tok, spec: str, limit: int | None, seed: int):
     """The data set and its per-item option log-probabilities under ``model``."""
     from ..data import load_dataset
-    from ..prompts import build_requests, get_template
+    from ..prompts import get_template
 
     ds = load_dataset(spec, limit=limit, seed=seed)
-    requests = build_requests(ds.items, get_template(cfg.template, tok), cfg.scoring)
-    return ds, score_sharded(model, tok, requests, scoring=cfg.scoring, normalize=cfg.normalize,
-                             batch_size=cfg.batch_size, progress=False)
+    return ds, score_items(model, tok, ds.items, get_template(cfg.template, tok), cfg.scoring,
+                           normalize=cfg.normalize, batch_size=cfg.batch_size)
 
 
 def _placement(cfg: CompareConfig) -> dict[str, Any]:
@@ -55,23 +57,18 @@ def _placement(cfg: CompareConfig) -> dict[str, Any]:
 
 
 def evaluate_sets(cfg: CompareConfig, model, tok, specs: list[tuple[str, int | None]], seed: int, out: Path,
-                  temperature: float | None = None) -> list[dict[str, Any]]:
+                  calibrator: TemperatureScaling | None = None) -> list[dict[str, Any]]:
     """Score ``specs``; write one predictions file per set into ``out``; return one metric row per set."""
-    from ..evaluate import predictions_rows
-    from ..metrics import pad_probabilities, summarize
-
     rows = []
     for spec, limit in specs:
         ds, logprobs = _score(cfg, model, tok, spec, limit, seed)
-        if temperature is not None:
-            logprobs = [lp / temperature - np.logaddexp.reduce(lp / temperature) for lp in logprobs]
+        if calibrator is not None:
+            logprobs = calibrator.transform_log(logprobs)
         preds = predictions_rows(ds.name, cfg.scoring, ds.items, logprobs)
         if is_main_process():
             write_jsonl(out / f"{_slug(ds.name)}.predictions.jsonl", preds)
-        probs, mask = pad_probabilities([p["probs"] for p in preds])
-        m = summarize(probs, np.array([p["label"] for p in preds]), mask=mask, n_bins=cfg.n_bins)
-        rows.append({"eval_data": ds.name, **{k: m[k] for k in ("n", "accuracy", "ece", "brier", "nll", "smece",
-                                                                  "mce", "classwise_ece", "auroc")}})
+        m = rows_metrics(preds, n_bins=cfg.n_bins)
+        rows.append({"eval_data": ds.name, **{k: m[k] for k in RESULT_METRICS}})
     return rows
 
 
@@ -83,7 +80,6 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
              key: str | None = None) -> dict[str, Any]:
     """Train (if needed) and evaluate one cell; returns its record (also written to ``cell.json``, with ``key``)."""
     from ..models import load_model
-    from ..posthoc import TemperatureScaling
     from ..training import run_training
 
     cell_dir = root / task.name / f"seed{seed}" / method.name
@@ -93,7 +89,7 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     record: dict[str, Any] = {"task": task.name, "method": method.name, "seed": seed, "train_data": task.train,
                               "key": key}
     t0 = time.perf_counter()
-    adapter, temperature, trained = None, None, None
+    adapter, calibrator, trained = None, None, None
     if method.temperature_of:
         source_method = next((m for m in cfg.methods if m.name == method.temperature_of), None)
         if source_method is None:
@@ -131,9 +127,9 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
     model, tok = trained if trained else load_model(cfg.model, dtype=cfg.dtype, adapter=adapter, **_placement(cfg))
     if method.temperature_of:  # fitted on the held-out split, never on a test set
         held_out, logprobs = _score(cfg, model, tok, task.heldout, task.heldout_limit, data_seed)
-        temperature = TemperatureScaling().fit(logprobs, [it.gold for it in held_out.items]).temperature_
-    record["temperature"] = temperature
-    record["results"] = evaluate_sets(cfg, model, tok, specs, data_seed, cell_dir, temperature)
+        calibrator = TemperatureScaling().fit(logprobs, [it.gold for it in held_out.items])
+    record["temperature"] = calibrator.temperature_ if calibrator else None
+    record["results"] = evaluate_sets(cfg, model, tok, specs, data_seed, cell_dir, calibrator)
     best = cell_dir / "adapter" / "best"
     if method.objective and best.is_dir():  # early stopping on held-out accuracy (SliCK): its weights too
         weights = best / "adapter_model.safetensors"
@@ -171,8 +167,7 @@ def _write_summary(root: Path, key: str, name: str) -> Path:
         rec = json.loads(cell.read_text())
         for r in rec.get(key, []):
             rows.append({"method": rec["method"], "train_data": rec["train_data"], "eval_data": r["eval_data"],
-                         "seed": rec["seed"], **{k: r.get(k) for k in ("n", "accuracy", "ece", "brier", "nll", "smece",
-                                                                        "mce", "classwise_ece", "auroc")},
+                         "seed": rec["seed"], **{k: r.get(k) for k in RESULT_METRICS},
                          "temperature": rec.get("temperature"), "train_seconds": rec.get("train_seconds"),
                          "known_fraction": rec.get("known_fraction")})
     path = root / name

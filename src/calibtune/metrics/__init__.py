@@ -15,14 +15,14 @@ from .calibration import (
     equal_mass_edges,
     reliability_bins,
 )
-from .registry import METRICS, Bins, MetricSpec, register_metric
+from .registry import METRICS, REPORT_METRICS, Bins, MetricSpec, register_metric, report_metrics
 from .scores import accuracy, aurc, auroc, brier_score, nll, risk_coverage_curve, selective_accuracy
 from .smooth import SmoothReliability, smooth_ece, smooth_ece_at, smooth_reliability
 from .summary import CONTRACT_KEYS, pad_probabilities, summarize
 
 __all__ = [
-    "CONTRACT_KEYS", "METRICS", "PRESETS", "Bins", "MetricSpec", "ReliabilityBins", "SmoothReliability", "accuracy",
+    "CONTRACT_KEYS", "METRICS", "PRESETS", "REPORT_METRICS", "Bins", "MetricSpec", "ReliabilityBins", "SmoothReliability", "accuracy",
     "aurc", "auroc", "bootstrap_ci", "brier_score", "calibration_error", "classwise_calibration_error",
-    "decimal_edges", "equal_mass_edges", "nll", "pad_probabilities", "register_metric", "reliability_bins",
+    "decimal_edges", "equal_mass_edges", "nll", "pad_probabilities", "register_metric", "reliability_bins", "report_metrics",
     "risk_coverage_curve", "selective_accuracy", "smooth_ece", "smooth_ece_at", "smooth_reliability", "summarize",
 ]

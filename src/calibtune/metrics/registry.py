@@ -62,6 +62,21 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {}
 
+#: The metrics that tables show (``calibtune eval``'s report, the console table), in this order; every
+#: metric of :data:`METRICS` stays in ``metrics.json``. Names are checked against :data:`METRICS` on use.
+REPORT_METRICS: tuple[str, ...] = ("accuracy", "ece", "ace", "mce", "rmsce", "smece", "classwise_ece", "brier", "nll",
+                                   "auroc", "aurc")
+
+
+def report_metrics(*, class_probs: bool = True) -> list[str]:
+    """:data:`REPORT_METRICS` as registered; ``class_probs=False`` leaves out those defined only for
+    ``(N, K)`` class probabilities (tables of confidences, e.g. of generated answers).
+
+    >>> report_metrics(class_probs=False)[:3], "classwise_ece" in report_metrics(class_probs=False)
+    (['accuracy', 'ece', 'ace'], False)
+    """
+    return [m for m in REPORT_METRICS if class_probs or not METRICS[m].class_probs_only]
+
 
 def register_metric(name: str, fn: Callable[..., float], *, higher_is_better: bool, display: str,
                     binned: bool = False, class_probs_only: bool = False, contract: bool = False) -> MetricSpec:

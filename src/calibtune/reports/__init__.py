@@ -4,7 +4,6 @@ from .figures import (
     Panel,
     plot_reliability,
     plot_smooth_reliability,
-    plt,
     reliability_diagram,
     reliability_grid,
     save_figure,

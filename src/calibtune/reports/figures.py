@@ -7,18 +7,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..metrics import ReliabilityBins, SmoothReliability
+from ..io import atomic_write
 
-from ..metrics import ReliabilityBins, SmoothReliability  # noqa: E402
-from ..io import atomic_write  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the headless Agg backend, imported on first use (importing calibtune stays light)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_top=None, ax_bottom=None):
     """Draw accuracy bars per bin, the gap to the diagonal, and a count histogram below."""
+    plt = _pyplot()
     if ax_top is None:
         fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
                                                 gridspec_kw={"height_ratios": [3, 1]})
@@ -52,6 +59,7 @@ def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_t
 
 def plot_smooth_reliability(curve: SmoothReliability, *, title: str = "", ax_top=None, ax_bottom=None):
     """Draw the smooth reliability curve with its bootstrap band, and the confidence density below."""
+    plt = _pyplot()
     if ax_top is None:
         fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
                                                 gridspec_kw={"height_ratios": [3, 1]})
@@ -82,6 +90,7 @@ def plot_smooth_reliability(curve: SmoothReliability, *, title: str = "", ax_top
 
 def save_figure(fig, path: str | os.PathLike[str]) -> list[Path]:
     """Save ``fig`` atomically to ``path`` and, beside it, the other of PNG/SVG."""
+    plt = _pyplot()
     p = Path(path)
     stem = p.with_suffix("")
     out = []
@@ -109,6 +118,7 @@ Panel = Union[tuple[str, ReliabilityBins, float], tuple[str, ReliabilityBins, fl
 def reliability_grid(panels: Sequence[Panel], path: str | os.PathLike[str]) -> list[Path]:
     """One reliability diagram per (title, bins, ece) side by side; a panel with a fourth element, a
     :class:`~calibtune.metrics.SmoothReliability`, also gets its smooth diagram, right of the binned one."""
+    plt = _pyplot()
     n = sum(2 if len(p) > 3 and p[3] is not None else 1 for p in panels)
     fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 5.6), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1]})

@@ -8,12 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from transformers import Trainer, TrainerCallback
 
 from ..data import MCItem
 from ..distributed import score_sharded
-from ..metrics import calibration_error
+from ..evaluation import curve_figures, predictions_rows
 from ..prompts import Template, build_requests
 
 if TYPE_CHECKING:
@@ -62,29 +61,15 @@ class CalibrationCurveCallback(TrainerCallback):
         self.curve: list[dict[str, float]] = []
 
     def measure(self, model) -> dict[str, float]:
-        """The held-out figures for ``model`` now."""
+        """The held-out figures for ``model`` now (scored and summarised by :mod:`calibtune.evaluation`)."""
         was_training = model.training
         model.eval()
         logprobs = score_sharded(model, self.tokenizer, self.requests, scoring=self.scoring,
                                  batch_size=self.batch_size, normalize=self.normalize, progress=False)
         if was_training:
             model.train()
-        conf = np.array([float(np.exp(lp.max())) for lp in logprobs])
-        correct = np.array([int(np.argmax(lp) == it.gold) for lp, it in zip(logprobs, self.items)])
-        nll = np.array([-float(lp[it.gold]) for lp, it in zip(logprobs, self.items)])
-        out = {f"{self.prefix}_accuracy": float(correct.mean()),
-               f"{self.prefix}_ece": calibration_error(conf, correct, n_bins=self.n_bins),
-               f"{self.prefix}_confidence": float(conf.mean()), f"{self.prefix}_nll": float(nll.mean())}
-        if self.known is not None:  # items without a label are in neither group
-            labels = [self.known.get(it.id) for it in self.items]
-            known = np.array([lab is True for lab in labels])
-            unknown = np.array([lab is False for lab in labels])
-            for name, sel in (("known", known), ("unknown", unknown)):
-                if sel.any():
-                    out[f"{self.prefix}_{name}_confidence"] = float(conf[sel].mean())
-                    out[f"{self.prefix}_{name}_accuracy"] = float(correct[sel].mean())
-                    out[f"{self.prefix}_{name}_n"] = int(sel.sum())
-        return out
+        rows = predictions_rows(self.prefix, self.scoring, self.items, logprobs)
+        return curve_figures(rows, known=self.known, n_bins=self.n_bins, prefix=self.prefix)
 
     def state_dict(self) -> dict[str, Any]:
         """The curve so far (saved in checkpoints, so a resumed run keeps its earlier points)."""

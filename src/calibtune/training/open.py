@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from ..answers import exact_match
 from ..data import OpenItem
-from ..metrics import calibration_error
+from ..evaluation import curve_figures
 from ..open_eval import answer_questions, sequence_confidences
 from ..open_prompts import QATemplate
 from ..scoring import ClozeScorer, ScoringRequest, _left_pad
@@ -171,20 +170,9 @@ class OpenCurveCallback(CalibrationCurveCallback):
         """The held-out figures for ``model`` now (greedy answers, 0-shot)."""
         _, gens = answer_questions(model, self.tokenizer, self.template, self.items,
                                    max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, progress=False)
-        conf = np.array([sequence_confidences(g)["seq_prob"] for g in gens])
-        correct = np.array([int(exact_match(g.text, it.answers)) for g, it in zip(gens, self.items)])
-        out = {f"{self.prefix}_accuracy": float(correct.mean()),
-               f"{self.prefix}_ece": calibration_error(conf, correct, n_bins=self.n_bins),
-               f"{self.prefix}_confidence": float(conf.mean())}
-        if self.known is not None:  # items without a label are in neither group
-            labels = [self.known.get(it.id) for it in self.items]
-            for name, sel in (("known", np.array([lab is True for lab in labels])),
-                              ("unknown", np.array([lab is False for lab in labels]))):
-                if sel.any():
-                    out[f"{self.prefix}_{name}_confidence"] = float(conf[sel].mean())
-                    out[f"{self.prefix}_{name}_accuracy"] = float(correct[sel].mean())
-                    out[f"{self.prefix}_{name}_n"] = int(sel.sum())
-        return out
+        rows = [{"id": it.id, "confidence": sequence_confidences(g)["seq_prob"],
+                 "correct": int(exact_match(g.text, it.answers))} for g, it in zip(gens, self.items)]
+        return curve_figures(rows, known=self.known, n_bins=self.n_bins, prefix=self.prefix)
 
 
 def open_trainer(cfg, args, model, tokenizer, train_items: Sequence[OpenItem], held_out_items, *,
