@@ -143,10 +143,8 @@ def calibrate_apply_cmd(
     """Apply a saved temperature to FILE; writes calibtune predictions (probs, label, pred, confidence, correct)."""
     from types import SimpleNamespace
 
-    import numpy as np
-
     from .. import checks
-    from ..evaluate import predictions_rows
+    from ..evaluation import predictions_rows
     from ..external import read_option_scores
     from ..io import write_jsonl
     from ..posthoc import load_calibrator
@@ -162,7 +160,7 @@ def calibrate_apply_cmd(
     if Path(doc.get("fitted_on", "")).resolve() == file.resolve():
         err.print(f"warning: {file} is the file the temperature was fitted on; report a held-out file",
                   soft_wrap=True)
-    logprobs = [np.log(np.clip(p, 1e-300, 1.0)) for p in ts.transform(list(scores.scores))]
+    logprobs = ts.transform_log(list(scores.scores))
     items = [SimpleNamespace(id=i, gold=int(y)) for i, y in zip(scores.ids, scores.labels)]
     rows = predictions_rows(group or str(file), f"{scores.normalization}+ts", items, logprobs)
     for r in rows:
