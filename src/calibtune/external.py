@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .metrics import pad_probabilities
-from .predictions import Predictions, PredictionsError, read_predictions
+from .predictions import Predictions, PredictionsError, jsonl_records, read_predictions
 
 __all__ = ["LM_EVAL_METRICS", "OptionScores", "detect_format", "read_option_scores", "read_scored"]
 
@@ -97,21 +97,6 @@ def detect_format(path: str | Path) -> Format:
     if "loglikelihoods" in rec:
         return "loglikelihoods"
     return "predictions"
-
-
-def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {i}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PredictionsError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise PredictionsError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            yield where, rec
 
 
 def _finite(value: Any, where: str, field: str) -> float:
@@ -224,7 +209,7 @@ def _read_lm_eval(path: Path, metric: str) -> OptionScores:
     ids, scores, labels = [], [], []
     delimiter: str | None = None
     seen: dict[tuple[Any, Any], str] = {}
-    for where, rec in _records(path):
+    for where, rec in jsonl_records(path):
         if "doc_id" not in rec:
             raise PredictionsError(f"{where}: missing field 'doc_id' (not an lm-eval samples line)")
         key = (rec["doc_id"], rec.get("filter"))
@@ -245,7 +230,7 @@ def _read_lm_eval(path: Path, metric: str) -> OptionScores:
 
 def _read_loglikelihoods(path: Path) -> OptionScores:
     ids, scores, labels = [], [], []
-    for where, rec in _records(path):
+    for where, rec in jsonl_records(path):
         values = rec.get("loglikelihoods")
         if not isinstance(values, list) or len(values) < 2:
             raise PredictionsError(f"{where}: field 'loglikelihoods' must be a list of at least 2 numbers, "
@@ -273,7 +258,7 @@ def _read_calibtune(path: Path, group: str | None) -> OptionScores:
         records: list[tuple[str, dict[str, Any]]] = [(f"{path}, row {i + 2}", r) for i, r in enumerate(rows)]
     else:
         read_predictions(path)  # validates every line (probabilities, labels) with its own messages
-        records = list(_records(path))
+        records = list(jsonl_records(path))
     groups = list(dict.fromkeys(_group_of(r) for _, r in records))
     if group is not None:
         records = [(w, r) for w, r in records if _group_of(r) == group]

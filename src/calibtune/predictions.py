@@ -126,7 +126,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                                        f"at column {e.start + 1})") from None
 
 
-def _records_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("<path>, line <i>", object)`` per non-blank line of a JSONL file; a bad line is one named error."""
     for i, line in _lines(path):
         if not line.strip():
             continue
@@ -224,7 +225,7 @@ def read_predictions(path: str | os.PathLike[str]) -> Predictions:
     p = Path(path)
     if not p.is_file():
         raise PredictionsError(f"{p}: no such file" if not p.exists() else f"{p}: is a folder, not a predictions file")
-    records = _records_csv(p) if p.suffix.lower() == ".csv" else _records_jsonl(p)
+    records = _records_csv(p) if p.suffix.lower() == ".csv" else jsonl_records(p)
     mode: str | None = None
     xs: list[Any] = []
     ys: list[int] = []

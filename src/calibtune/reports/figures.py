@@ -23,14 +23,18 @@ def _pyplot():
     return plt
 
 
+def _panel_axes(ax_top, ax_bottom):
+    """The figure and the two axes (diagram above, counts below) of one panel: new ones unless given."""
+    if ax_top is not None:
+        return ax_top.figure, ax_top, ax_bottom
+    fig, (ax_top, ax_bottom) = _pyplot().subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
+                                                  gridspec_kw={"height_ratios": [3, 1]})
+    return fig, ax_top, ax_bottom
+
+
 def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_top=None, ax_bottom=None):
     """Draw accuracy bars per bin, the gap to the diagonal, and a count histogram below."""
-    plt = _pyplot()
-    if ax_top is None:
-        fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
-                                                gridspec_kw={"height_ratios": [3, 1]})
-    else:
-        fig = ax_top.figure
+    fig, ax_top, ax_bottom = _panel_axes(ax_top, ax_bottom)
     width = bins.upper - bins.lower
     # The phantom 1.0 bin of some presets has zero width: draw it as a thin bar at 1.0.
     width = [w if w > 0 else 0.01 for w in width]
@@ -48,7 +52,7 @@ def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_t
     ax_top.set_ylabel("accuracy")
     ax_top.set_title(title)
     handles, labels = ax_top.get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], linestyle=""))
+    handles.append(_pyplot().Line2D([], [], linestyle=""))
     labels.append(f"ECE = {ece:.4f} (n = {bins.n})")
     ax_top.legend(handles, labels, loc="upper left", fontsize=8)
     ax_bottom.bar(centers, bins.count, width=width, color="#8c8c8c", edgecolor="white")
@@ -59,12 +63,7 @@ def plot_reliability(bins: ReliabilityBins, *, ece: float, title: str = "", ax_t
 
 def plot_smooth_reliability(curve: SmoothReliability, *, title: str = "", ax_top=None, ax_bottom=None):
     """Draw the smooth reliability curve with its bootstrap band, and the confidence density below."""
-    plt = _pyplot()
-    if ax_top is None:
-        fig, (ax_top, ax_bottom) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True,
-                                                gridspec_kw={"height_ratios": [3, 1]})
-    else:
-        fig = ax_top.figure
+    fig, ax_top, ax_bottom = _panel_axes(ax_top, ax_bottom)
     if curve.lower is not None:
         ax_top.fill_between(curve.t, curve.lower, curve.upper, color="#4c72b0", alpha=0.25, linewidth=0,
                             label=f"{100 * curve.level:.0f} % bootstrap band")
@@ -79,7 +78,7 @@ def plot_smooth_reliability(curve: SmoothReliability, *, title: str = "", ax_top
     ax_top.set_ylabel("accuracy")
     ax_top.set_title(f"{title} (smooth)" if title else "smooth")
     handles, labels = ax_top.get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], linestyle=""))
+    handles.append(_pyplot().Line2D([], [], linestyle=""))
     labels.append(f"smECE = {curve.smece:.4f}, σ = {curve.sigma:.3f} (n = {curve.n})")
     ax_top.legend(handles, labels, loc="upper left", fontsize=8)
     ax_bottom.fill_between(curve.t, curve.density, color="#8c8c8c", linewidth=0)
