@@ -67,3 +67,27 @@ def test_training_arguments_carry_every_setting_of_the_config(tmp_path) -> None:
     cfg = TrainConfig(train_data="arc-easy:train", device="cpu", training={"output_dir": str(tmp_path)}, **chosen)
     args = training_arguments(cfg)
     assert {name: getattr(args, name) for name in CALIBRATION_FIELDS} == chosen
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_dtype_auto_trains_fp32_weights_under_bf16_autocast_where_native(tmp_path, monkeypatch, caplog, native) -> None:
+    import logging
+
+    from calibtune.training import config as training_config
+
+    monkeypatch.setattr(training_config, "native_bf16", lambda device: (native, "test hardware"))
+    cfg = TrainConfig(train_data="arc-easy:train", device="cpu", dtype="auto", training={"output_dir": str(tmp_path)})
+    with caplog.at_level(logging.INFO, logger="calibtune"):
+        args = training_arguments(cfg)
+    assert args.bf16 is native and training_config.load_weights_dtype(cfg) == "float32"
+    assert f"float32 weights{' with bf16 autocast' if native else ''} (test hardware)" in caplog.text
+    explicit = TrainConfig(train_data="arc-easy:train", device="cpu", dtype="auto",
+                           training={"output_dir": str(tmp_path), "bf16": False})
+    assert training_arguments(explicit).bf16 is False  # an explicit training.bf16 wins
+
+
+def test_a_fixed_dtype_is_the_weights_dtype_and_leaves_autocast_alone(tmp_path) -> None:
+    from calibtune.training.config import load_weights_dtype
+
+    cfg = TrainConfig(train_data="arc-easy:train", device="cpu", dtype="bfloat16", training={"output_dir": str(tmp_path)})
+    assert load_weights_dtype(cfg) == "bfloat16" and training_arguments(cfg).bf16 is False

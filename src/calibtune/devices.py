@@ -104,21 +104,26 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def native_bf16(device: str) -> tuple[bool, str]:
+    """Whether ``device`` computes bfloat16 natively, and why (for the notice that says what was chosen)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return native, f"{torch.cuda.get_device_name(torch.device(device))} {'has' if native else 'lacks'} bf16"
+    if kind == "cpu":
+        native = bool(cpu_has_native_bf16())
+        return native, ("the CPU has avx512_bf16/amx_bf16" if native
+                        else "the CPU lacks avx512_bf16/amx_bf16 (bf16 would be emulated)")
+    return False, f"bf16 support on {kind} is not checked"
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
     """The dtype to load weights in: ``auto`` → bfloat16 where ``device`` computes it natively, else float32."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {DTYPES}")
     if dtype != "auto":
         return dtype
-    kind = torch.device(device).type
-    if kind == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        why = f"{torch.cuda.get_device_name(torch.device(device))} {'has' if native else 'lacks'} bf16"
-    elif kind == "cpu":
-        native = bool(cpu_has_native_bf16())
-        why = "the CPU has avx512_bf16/amx_bf16" if native else "the CPU lacks avx512_bf16/amx_bf16 (bf16 would be emulated)"
-    else:
-        native, why = False, f"bf16 support on {kind} is not checked"
+    native, why = native_bf16(device)
     chosen = "bfloat16" if native else "float32"
     notice(f"dtype auto: {chosen} ({why})")
     return chosen

@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import TrainingArguments
 
-from ..devices import cpu_has_native_bf16, resolve_device
+from ..devices import cpu_has_native_bf16, native_bf16, notice, resolve_device
 from ..objectives import get_objective
 from ..config import load_yaml, validation_problems
 from .arguments import CALIBRATION_FIELDS, CalibrationSettings, CalibrationTrainingArguments
@@ -73,8 +73,21 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ValueError(f"{path}: {validation_problems(e)}") from None
 
 
+def load_weights_dtype(cfg: TrainConfig) -> str:
+    """The dtype training loads the weights in: ``auto`` means float32 weights under bf16 autocast where the
+    hardware has it (:func:`training_arguments`), never bf16 weights (optimiser updates would round away).
+
+    >>> load_weights_dtype(TrainConfig(model="m", train_data="arc-easy:train", dtype="auto"))
+    'float32'
+    """
+    return "float32" if cfg.dtype == "auto" else cfg.dtype
+
+
 def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
     """The Trainer arguments of ``cfg`` (``training:`` keys checked against ``TrainingArguments``).
+
+    ``dtype: auto`` (unless ``training.bf16``/``fp16`` is set) turns on bf16 autocast where the device
+    computes bf16 natively (a GPU with bf16, a CPU with avx512_bf16/amx_bf16) and says which it chose.
 
     ``device`` decides ``use_cpu`` (the Trainer puts each process on its own GPU); ``batch_size`` sets
     ``per_device_train_batch_size``, or ``auto_find_batch_size`` for ``"auto"``.
@@ -95,6 +108,11 @@ def training_arguments(cfg: TrainConfig) -> CalibrationTrainingArguments:
     # checkpoints by default (every SAVE_STEPS steps, the newest two kept), so `--resume last` works after a crash
     kwargs = {"report_to": "none", "save_strategy": "steps", "save_steps": SAVE_STEPS, "save_total_limit": 2,
               "logging_steps": 10, "seed": cfg.seed, **placed, **cfg.training}
+    if cfg.dtype == "auto" and "bf16" not in cfg.training and "fp16" not in cfg.training:
+        # training keeps fp32 master weights (load_weights_dtype); "auto" is bf16 autocast where it is native
+        native, why = native_bf16(str(device))
+        kwargs["bf16"] = native
+        notice(f"dtype auto (training): float32 weights{' with bf16 autocast' if native else ''} ({why})")
     if kwargs.get("bf16") and kwargs["use_cpu"] and cpu_has_native_bf16() is False:
         warnings.warn("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated and "
                       "far slower than fp32: set training.bf16: false", stacklevel=2)

@@ -11,7 +11,7 @@ from transformers import set_seed
 from ..distributed import barrier
 from ..objectives import get_objective
 from .callbacks import CalibrationCurveCallback
-from .config import TrainConfig, check_train_config
+from .config import TrainConfig, check_train_config, load_weights_dtype
 from .dataset import build_dataset, select_ids
 from .trainer import CalibrationTrainer
 
@@ -65,7 +65,7 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
     open_qa = is_open([train] + ([held_out] if held_out is not None else []))  # free-form answers
     if open_qa:
         check_open_training(cfg)
-    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=str(args.device),
+    model, tokenizer = load_model(cfg.model, dtype=load_weights_dtype(cfg), device=str(args.device),
                                   attn_implementation=cfg.attn_implementation)
     set_seed(cfg.seed)  # LoRA's random init must not depend on what ran before
     if cfg.lora is not None:
