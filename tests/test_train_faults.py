@@ -177,3 +177,25 @@ def test_last_checkpoint_skips_an_incomplete_one(tmp_path: Path) -> None:
     (tmp_path / "checkpoint-x").mkdir()
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
     assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_kept_model_scores_like_the_saved_adapter_reloaded_under_bf16_autocast(tiny_model_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """A grid cell evaluates the model run_training keeps; under training.bf16 Accelerate had wrapped its
+    forward in bf16 autocast, so the kept model must be unwrapped to score as the reloaded adapter does."""
+    from calibtune.models import load_model
+    from calibtune.training import load_train_config, run_training
+
+    out = tmp_path / "run"
+    cfg = yaml.safe_load(_config(tmp_path, tiny_model_dir, out, "rcft").read_text())
+    cfg["training"].update(max_steps=2, bf16=True, save_steps=50)
+    cfg.pop("eval_data"), cfg.pop("eval_every")
+    (tmp_path / "bf16.yaml").write_text(yaml.safe_dump(cfg))
+    summary = run_training(load_train_config(tmp_path / "bf16.yaml"), progress=False, keep_model=True)
+    kept, tok = summary["model"], summary["tokenizer"]
+    assert "_original_forward" not in kept.__dict__
+    reloaded, _ = load_model(str(tiny_model_dir), adapter=str(out), device="cpu")
+    ids = tok(["The capital of France is Paris"], return_tensors="pt")
+    with torch.inference_mode():
+        a, b = kept(**ids).logits, reloaded(**ids).logits
+    assert a.dtype == torch.float32 and torch.allclose(a, b, atol=1e-5)

@@ -98,6 +98,9 @@ def run_training(cfg: TrainConfig, *, resume: str | bool | None = None, progress
         with atomic_write(out / "training_summary.json") as fh:
             json.dump(summary, fh, indent=1)
     if keep_model:  # the caller evaluates the trained model in memory instead of reloading the adapter
-        model.eval()
-        return {**summary, "model": trainer.model, "tokenizer": tokenizer}
+        # without Accelerate's mixed-precision wrapper: under training.bf16 it runs every later forward in bf16
+        # autocast, so the kept model would score differently from the saved adapter reloaded (as ``ts`` does)
+        kept = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        kept.eval()
+        return {**summary, "model": kept, "tokenizer": tokenizer}
     return summary
