@@ -32,8 +32,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .data import load_dataset, exemplar_pool, takes_fields
-from .evaluation import predictions_rows, rows_metrics, score_items
-from .metrics import reliability_bins, report_metrics, smooth_reliability
+from .evaluation import predictions_rows, rows_arrays, score_items
+from .metrics import reliability_bins, report_metrics, smooth_reliability, summarize
 from .open_eval import evaluate_open, is_open
 from .posthoc import TemperatureScaling
 from . import checks
@@ -183,7 +183,6 @@ def _check_held_out_and_pools(cfg: EvalConfig, datasets) -> None:
 
 def _evaluate(cfg: EvalConfig, datasets, out: Path) -> dict[str, Any]:
     """The evaluation proper, writing into the staged folder ``out``."""
-    from .metrics import pad_probabilities
     from .models import load_model
     from .reports import markdown_table, reliability_grid
 
@@ -219,9 +218,8 @@ def _evaluate(cfg: EvalConfig, datasets, out: Path) -> dict[str, Any]:
         rows = predictions_rows(ds.name, scoring, ds.items, logprobs)
         all_rows.extend(rows)
         key = f"{ds.name} · {scoring}"
-        m = rows_metrics(rows, n_bins=cfg.n_bins, bootstrap=cfg.bootstrap, seed=cfg.seed)
-        probs, mask = pad_probabilities([r["probs"] for r in rows])
-        labels = np.array([r["label"] for r in rows])
+        probs, mask, labels = rows_arrays(rows)
+        m = summarize(probs, labels, mask=mask, n_bins=cfg.n_bins, bootstrap=cfg.bootstrap, seed=cfg.seed)
         m.update({"data": ds.name, "scoring": scoring, "seconds": round(seconds, 2),
                   "items_per_second": round(len(rows) / seconds, 3) if seconds else None, "n_skipped": ds.n_skipped})
         results[key] = m

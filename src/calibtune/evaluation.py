@@ -54,9 +54,15 @@ def predictions_rows(dataset: str, scoring: str, items, logprobs: Sequence[np.nd
 def rows_metrics(rows: Sequence[Mapping[str, Any]], *, n_bins: int = 15, bootstrap: int = 0,
                  seed: int = 0) -> dict[str, Any]:
     """The metric battery of :func:`calibtune.metrics.summarize` over prediction records (ragged K allowed)."""
+    probs, mask, labels = rows_arrays(rows)
+    return summarize(probs, labels, mask=mask, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
+
+
+def rows_arrays(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probs, mask, labels)`` of prediction records: ``(N, K)`` probabilities padded with 0, the mask of
+    real options, and the gold labels (what the metrics and the reliability diagrams take)."""
     probs, mask = pad_probabilities([r["probs"] for r in rows])
-    return summarize(probs, np.array([r["label"] for r in rows]), mask=mask, n_bins=n_bins, bootstrap=bootstrap,
-                     seed=seed)
+    return probs, mask, np.array([r["label"] for r in rows])
 
 
 def curve_figures(rows: Sequence[Mapping[str, Any]], *, known: Mapping[str, bool] | None = None, n_bins: int = 15,
