@@ -137,3 +137,38 @@ def test_config_n_bins_reaches_the_report(tmp_path: Path, tiny_model_dir: Path, 
     result = CliRunner().invoke(app, ["compare", "--config", str(cfg_path), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert seen["n_bins"] == 7
+
+
+def test_rescore_scores_trained_cells_again_from_their_adapters_without_training(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """fp32 throughout, so the kept model and the reloaded adapter give the same numbers; nothing trains."""
+    from calibtune.grid import rescore
+
+    path = _config(tmp_path, tiny_model_dir)
+    raw = yaml.safe_load(path.read_text())
+    raw["methods"] = raw["methods"][:2]
+    raw["train"]["early_stopping"] = True
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_compare_config(path)
+    run_compare(cfg, progress=False)
+    cell = Path(cfg.out) / "toy" / "seed0"
+    before = {m: json.loads((cell / m / "cell.json").read_text()) for m in ("base", "sft")}
+    assert "results_early_stop" in before["sft"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("rescore trained a model")
+
+    monkeypatch.setattr("calibtune.training.run_training", boom)
+    rescore(cfg, progress=False)
+    after = {m: json.loads((cell / m / "cell.json").read_text()) for m in ("base", "sft")}
+    assert after["base"] == before["base"]  # untrained cells are not touched
+    assert after["sft"]["rescored"] > 0 and after["sft"]["key"] == before["sft"]["key"]
+    for part in ("results", "results_early_stop"):
+        for old, new in zip(before["sft"][part], after["sft"][part], strict=True):
+            assert new["eval_data"] == old["eval_data"]
+            assert new["ece"] == pytest.approx(old["ece"], abs=1e-6) and new["nll"] == pytest.approx(old["nll"], abs=1e-6)
+
+    record = after["sft"] | {"key": "0" * 16}
+    (cell / "sft" / "cell.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="stale or legacy"):
+        rescore(cfg, progress=False)

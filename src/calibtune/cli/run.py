@@ -240,6 +240,7 @@ def compare_cmd(
     attn_implementation: AttnOverrideOption = None,
     batch_size: Annotated[Optional[str], typer.Option(help="Override `batch_size` of probing and evaluation: " + BATCH_HELP)] = None,
     adopt_legacy: Annotated[bool, typer.Option(help="One-off: keep cells written before cell keys as results of this config (writes their key).")] = False,
+    rescore: Annotated[bool, typer.Option(help="Train nothing: score every finished trained cell again from its saved adapter (after a scoring fix); keys stay.")] = False,
     progress: ProgressOption = True,
 ) -> None:
     """Run a grid of methods x tasks x seeds; finished cells are kept, a killed run continues where it stopped."""
@@ -257,7 +258,8 @@ def compare_cmd(
             if _main_process():
                 err.print(f"adopted {len(adopted)} cell(s) written before cell keys as results of {config}",
                           soft_wrap=True)
-        summary = compare.run_compare(cfg, only_tasks=task, progress=progress)
+        run = compare.rescore if rescore else compare.run_compare
+        summary = run(cfg, only_tasks=task, progress=progress)
     except (ValueError, OSError) as e:
         raise ValueError(f"{config}: {describe(e)}") from None
     if not _main_process():

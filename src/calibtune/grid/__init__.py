@@ -20,12 +20,12 @@ report of a results tree).
 """
 
 from .cells import CELL_KEY_VERSION, adopt_legacy_cells, cell_keys, check_grid
-from .compare import EXTRA_COLUMNS, SUMMARY_COLUMNS, evaluate_sets, run_cell, run_compare, write_summary
+from .compare import EXTRA_COLUMNS, SUMMARY_COLUMNS, evaluate_sets, rescore, run_cell, run_compare, write_summary
 from .config import CompareConfig, Method, ProbeSettings, Task, draw_mix, load_compare_config, parse_mix
 from .report import write_report
 
 __all__ = [
     "CELL_KEY_VERSION", "EXTRA_COLUMNS", "SUMMARY_COLUMNS", "CompareConfig", "Method", "ProbeSettings", "Task",
     "adopt_legacy_cells", "cell_keys", "check_grid", "draw_mix", "evaluate_sets", "load_compare_config",
-    "parse_mix", "run_cell", "run_compare", "write_report", "write_summary",
+    "parse_mix", "rescore", "run_cell", "run_compare", "write_report", "write_summary",
 ]

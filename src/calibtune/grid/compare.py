@@ -79,17 +79,15 @@ def _slug(name: str) -> str:
 def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Path,
              key: str | None = None) -> dict[str, Any]:
     """Train (if needed) and evaluate one cell; returns its record (also written to ``cell.json``, with ``key``)."""
-    from ..models import load_model
     from ..training import run_training
 
     cell_dir = root / task.name / f"seed{seed}" / method.name
     cell_dir.mkdir(parents=True, exist_ok=True)
     data_seed = seed if task.data_seed is None else task.data_seed
-    specs = [(s, task.test_limit) for s in task.test] + [(s, task.ood_limit) for s in task.ood]
     record: dict[str, Any] = {"task": task.name, "method": method.name, "seed": seed, "train_data": task.train,
                               "key": key}
     t0 = time.perf_counter()
-    adapter, calibrator, trained = None, None, None
+    adapter, trained = None, None
     if method.temperature_of:
         source_method = next((m for m in cfg.methods if m.name == method.temperature_of), None)
         if source_method is None:
@@ -124,6 +122,23 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
         record["steps"] = summary["steps"]
         record["best"] = summary.get("best")
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
+    _evaluate_cell(cfg, task, method, cell_dir, record, trained, adapter)
+    if is_main_process():
+        with atomic_write(cell_dir / "cell.json") as fh:
+            json.dump(record, fh, indent=1)
+    barrier()
+    return record
+
+
+def _evaluate_cell(cfg: CompareConfig, task: Task, method: Method, cell_dir: Path, record: dict[str, Any],
+                   trained: tuple | None, adapter: str | None) -> None:
+    """Score the cell's test and out-of-domain sets with its model (``trained`` in memory, else loaded with
+    ``adapter``) and, where training kept one, its early-stopped model; the rows go into ``record``."""
+    from ..models import load_model
+
+    data_seed = record["seed"] if task.data_seed is None else task.data_seed
+    specs = [(s, task.test_limit) for s in task.test] + [(s, task.ood_limit) for s in task.ood]
+    calibrator = None
     model, tok = trained if trained else load_model(cfg.model, dtype=cfg.dtype, adapter=adapter, **_placement(cfg))
     if method.temperature_of:  # fitted on the held-out split, never on a test set
         held_out, logprobs = _score(cfg, model, tok, task.heldout, task.heldout_limit, data_seed)
@@ -143,11 +158,38 @@ def run_cell(cfg: CompareConfig, task: Task, method: Method, seed: int, root: Pa
             model, tok = load_model(str(best), dtype=cfg.dtype, **_placement(cfg))
         (cell_dir / "early_stop").mkdir(exist_ok=True)
         record["results_early_stop"] = evaluate_sets(cfg, model, tok, specs, data_seed, cell_dir / "early_stop")
-    if is_main_process():
-        with atomic_write(cell_dir / "cell.json") as fh:
-            json.dump(record, fh, indent=1)
-    barrier()
-    return record
+
+
+def rescore(cfg: CompareConfig, *, only_tasks: list[str] | None = None, progress: bool = True) -> Path:
+    """Score every finished trained cell again from its saved adapter (final and early-stopped), without
+    training: after a fix to scoring, the cells then hold what the current code computes from the same
+    weights. Their keys stay; ``cell.json`` records ``rescored`` (the seconds it took). Then the summary."""
+    from tqdm.auto import tqdm
+
+    root = Path(cfg.out)
+    keys = cell_keys(cfg, only_tasks)
+    tasks, methods = {t.name: t for t in cfg.tasks}, {m.name: m for m in cfg.methods}
+    todo = []
+    for (task, method, seed), key in keys.items():
+        path = _cell_json(root, task, method, seed)
+        if methods[method].objective is None or not path.is_file():
+            continue
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("key") != key:
+            raise ValueError(f"{path}: its key {record.get('key')!r} is not the config's {key!r} (a stale or "
+                             "legacy cell): run the grid to recompute it, rescoring would mix two configs")
+        if not (path.parent / "adapter").is_dir():
+            raise FileNotFoundError(f"{path.parent / 'adapter'}: the cell's saved model is missing, nothing to rescore")
+        todo.append((tasks[task], methods[method], path, record))
+    for task, method, path, record in tqdm(todo, desc=f"{cfg.name}: rescore", unit="cell", disable=not progress):
+        t0 = time.perf_counter()
+        _evaluate_cell(cfg, task, method, path.parent, record, None, str(path.parent / "adapter"))
+        record["rescored"] = round(time.perf_counter() - t0, 1)
+        if is_main_process():
+            with atomic_write(path) as fh:
+                json.dump(record, fh, indent=1)
+        barrier()
+    return write_summary(root)
 
 
 def write_summary(root: Path) -> Path:
