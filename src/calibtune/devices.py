@@ -22,9 +22,11 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
+
+from .settings import AttnImplementation, BatchSize, Dtype, choices
 
 if TYPE_CHECKING:
     from .scoring import ClozeScorer, Encoded, LetterScorer
@@ -44,10 +46,9 @@ __all__ = [
     "with_batch_backoff",
 ]
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+DTYPES = choices(Dtype)
+ATTN_IMPLEMENTATIONS = choices(AttnImplementation)
 AUTO_MAX_BATCH = 64  # where --batch-size auto starts (lm-eval's default --max_batch_size)
-BatchSize = int | Literal["auto"]
 T = TypeVar("T")
 
 logger = logging.getLogger("calibtune")

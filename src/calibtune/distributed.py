@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from .devices import AUTO_MAX_BATCH, BatchSize, attention_notice, resolve_device, with_batch_backoff
 from .scoring import ScoringRequest, make_scorer, score
+from .settings import Scoring
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -148,7 +149,7 @@ def score_sharded(
     tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[ScoringRequest],
     *,
-    scoring: Literal["letter", "cloze"] = "letter",
+    scoring: Scoring = "letter",
     batch_size: BatchSize = 8,
     normalize: Literal["sum", "mean"] = "sum",
     progress: bool = True,

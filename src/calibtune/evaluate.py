@@ -24,10 +24,9 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -42,46 +41,9 @@ from .distributed import barrier, is_main_process, setup, world
 from .io import atomic_write, staged_folder, write_jsonl
 from .prompts import get_template
 from .scoring import NORMALIZATIONS
+from .settings import EvalConfig
 
 REPORT_COLUMNS = ("data", "scoring", "n", *report_metrics(), "seconds")
-
-
-@dataclass
-class EvalConfig:
-    """Settings of one evaluation run (also recorded in ``metrics.json``)."""
-
-    model: str
-    data: list[str]
-    out: str
-    scoring: list[Literal["letter", "cloze"]] = field(default_factory=lambda: ["cloze"])
-    template: str = "blob"
-    shots: int = 0
-    exemplars: Literal["shared", "per-item"] = "shared"  # k-shot: one seeded set for the split, or one per item
-    limit: int | None = None
-    seed: int = 0
-    shuffle_options: bool = False
-    normalize: Literal["sum", "mean", "char", "byte", "pmi"] = "sum"  # cloze option scores (scoring.ClozeScorer)
-    batch_size: int | Literal["auto"] = 8  # "auto": the largest that fits (calibtune.devices)
-    dtype: str = "float32"  # "auto": bfloat16 where the hardware has it, else float32
-    device: str = "auto"
-    attn_implementation: str | None = None  # None: transformers' default (sdpa)
-    adapter: str | None = None
-    trust_remote_code: bool = False
-    data_dir: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)  # column names of file/hf: data (question, options, gold...)
-    skip_invalid: bool = False
-    n_bins: int = 15
-    bootstrap: int = 0
-    temperature_data: str | None = None  # held-out spec to fit temperature scaling on (never the test set)
-    overwrite: bool = False
-    progress: bool = True
-    # Open questions (calibtune.open_eval): answer prompt, generation cap, confidence kinds, correctness
-    qa_template: str = "qa"
-    max_new_tokens: int = 16
-    confidence: list[str] = field(default_factory=lambda: ["ptrue", "verbalized"])  # + sequence probability, always
-    correctness: str = "em"
-    f1_threshold: float = 0.5
-    judge: str | None = None
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:

@@ -19,14 +19,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from .data import LETTERS, MCItem
 from .scoring import ScoringRequest
+from .settings import Exemplars, Scoring, choices
 
-Scoring = Literal["letter", "cloze"]
 TEMPLATES = ("blob", "cft", "chat")
 
 
@@ -127,8 +126,7 @@ def _solved(template: Template, item: MCItem, scoring: Scoring) -> str:
     return prompt + choices[item.gold]
 
 
-Exemplars = Literal["shared", "per-item"]
-EXEMPLAR_MODES: tuple[str, ...] = ("shared", "per-item")
+EXEMPLAR_MODES: tuple[str, ...] = choices(Exemplars)
 
 
 def _draw_exemplars(subject: str | None, pool: Sequence[MCItem], shots: int, rng: np.random.Generator,

@@ -1,23 +1,25 @@
 """The command line's option vocabulary: the choice enums, the shared help texts and option declarations.
 
-An option that several commands take with the same meaning is declared once here, as an ``Annotated``
+The settings of eval and probe are flags built from calibtune.settings (:mod:`.flags`); an option that
+several other commands take with the same meaning is declared once here, as an ``Annotated``
 alias (``progress: ProgressOption = True``), so its flag and help cannot drift apart between commands.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..settings import (ATTN_HELP, BATCH_HELP, BOOTSTRAP_HELP, DEVICE_HELP, DTYPE_HELP, PROGRESS_HELP, AttnImplementation,
+                        Dtype)
+from .flags import choice_enum
+
 __all__ = [
     "ATTN_HELP", "BATCH_HELP", "DEVICE_HELP", "DTYPE_HELP", "SCORED_FILE",
-    "AttnOpt", "BinningOpt", "ConfidenceOpt", "CorrectnessOpt", "DtypeOpt", "EdgeOpt", "ExemplarsOpt",
-    "FormatOpt", "KnownRuleOpt", "LmEvalMetricOpt", "NormOpt", "PresetOpt", "ScoringOpt",
-    "AttnOption", "AttnOverrideOption", "BootstrapOption", "DataDirOption", "DeviceOption",
-    "OverwriteFileOption", "ProgressOption",
+    "AttnOpt", "BinningOpt", "DtypeOpt", "EdgeOpt", "FormatOpt", "LmEvalMetricOpt", "NormOpt", "PresetOpt",
+    "AttnOverrideOption", "BootstrapOption", "OverwriteFileOption", "ProgressOption",
     "batch_size_value", "device_overrides",
 ]
 
@@ -60,65 +62,19 @@ class LmEvalMetricOpt(str, Enum):
     acc_mutual_info = "acc_mutual_info"
 
 
-class ScoringOpt(str, Enum):
-    letter = "letter"
-    cloze = "cloze"
+# Choices of settings in calibtune.settings (one list of values each); the same keys in YAML.
+DtypeOpt = choice_enum(Dtype, "DtypeOpt")
+AttnOpt = choice_enum(AttnImplementation, "AttnOpt")
 
 
-class ExemplarsOpt(str, Enum):
-    shared = "shared"
-    per_item = "per-item"
-
-
-class DtypeOpt(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-    auto = "auto"
-
-
-class AttnOpt(str, Enum):
-    sdpa = "sdpa"
-    eager = "eager"
-    flash_attention_2 = "flash_attention_2"
-
-
-class ConfidenceOpt(str, Enum):
-    ptrue = "ptrue"
-    verbalized = "verbalized"
-
-
-class CorrectnessOpt(str, Enum):
-    em = "em"
-    f1 = "f1"
-    judge = "judge"
-
-
-class KnownRuleOpt(str, Enum):
-    chance = "chance"
-    any = "any"
-    majority = "majority"
-    all = "all"
-
-
-# One device story for eval, probe, train and compare (calibtune.devices); the same keys in YAML.
-DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (CUDA, else MPS, else the CPU; says which). A missing device is an error."
-DTYPE_HELP = ("auto = bfloat16 where the hardware has it (a CUDA GPU with bf16, a CPU with avx512_bf16/amx_bf16), "
-              "else float32; says which.")
-ATTN_HELP = ("Attention implementation (default: transformers', sdpa). Cloze falls back to one row per option, with "
-             "a notice, when it takes no 4D mask (flash_attention_2).")
-BATCH_HELP = "Items per forward pass, or auto: the largest from 64 down that fits, halving on out-of-memory."
 SCORED_FILE = ("calibtune predictions (with probs/logprobs), lm-eval --log_samples JSONL of a multiple-choice "
                "task, or per-option log-likelihoods JSONL ({\"loglikelihoods\": [...], \"label\": k})")
 
 # Options several commands declare alike (each command gives its own default).
-DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
-AttnOption = Annotated[Optional[AttnOpt], typer.Option(help=ATTN_HELP)]
 AttnOverrideOption = Annotated[Optional[AttnOpt], typer.Option(help="Override `attn_implementation`: " + ATTN_HELP)]
-DataDirOption = Annotated[Optional[Path], typer.Option(help="Root of the data sets (default: $CALIBTUNE_DATA_DIR).")]
-BootstrapOption = Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals (0 = none).")]
+BootstrapOption = Annotated[int, typer.Option(help=BOOTSTRAP_HELP)]
 OverwriteFileOption = Annotated[bool, typer.Option(help="Replace an existing --out file.")]
-ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
+ProgressOption = Annotated[bool, typer.Option(help=PROGRESS_HELP)]
 
 
 def batch_size_value(value: str):

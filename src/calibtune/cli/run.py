@@ -11,25 +11,16 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import describe
+from ..settings import EvalConfig, ProbeConfig
 from .console import VERBATIM, err, fail, metrics_table, out
+from .flags import flags_from
 from .options import (
     BATCH_HELP,
     DEVICE_HELP,
     DTYPE_HELP,
     AttnOverrideOption,
-    AttnOption,
-    BootstrapOption,
-    ConfidenceOpt,
-    CorrectnessOpt,
-    DataDirOption,
-    DeviceOption,
     DtypeOpt,
-    ExemplarsOpt,
-    KnownRuleOpt,
-    OverwriteFileOption,
     ProgressOption,
-    ScoringOpt,
-    batch_size_value,
     device_overrides,
 )
 
@@ -58,52 +49,15 @@ def data_fields(pairs: list[str] | None, specs: list[str]) -> dict[str, str]:
     return fields
 
 
+@flags_from(EvalConfig, exclude=("fields",))
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="smollm2 (embedded default), gemma3-270m, a local HF folder, a .gguf file or a hub id.")] = "smollm2",
-    data: Annotated[list[str], typer.Option(help="Data spec, repeatable: arc-easy:test, mmlu/anatomy:val, boolq:val, ./mine.jsonl ...")] = ...,
-    out: Annotated[Path, typer.Option(help="Output folder (refused if not empty, unless --overwrite).")] = ...,
-    scoring: Annotated[list[ScoringOpt], typer.Option(help="letter (option-label token) and/or cloze (option log-likelihood); repeatable.")] = [ScoringOpt.cloze],
-    template: Annotated[str, typer.Option(help="blob, cft, chat, or a template file with {question} {options} {context} {subject}.")] = "blob",
-    shots: Annotated[int, typer.Option(help="Seeded k-shot exemplars from the data set's dev/train split.")] = 0,
-    exemplars: Annotated[ExemplarsOpt, typer.Option(help="k-shot: one seeded exemplar set shared by all items (its keys/values computed once) or a new set per item (lm-eval's convention).")] = ExemplarsOpt.shared,
-    limit: Annotated[Optional[int], typer.Option(help="Seeded random subset of this many items per data set.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for subsampling, option shuffling, exemplars and bootstrap.")] = 0,
-    shuffle_options: Annotated[bool, typer.Option(help="Permute each item's options (seeded).")] = False,
-    normalize: Annotated[str, typer.Option(help="Cloze: 'sum' of token log-probs, per-token 'mean', per character 'char' (lm-eval's acc_norm), per byte 'byte', or 'pmi' (minus the option's unconditional log-likelihood).")] = "sum",
-    batch_size: Annotated[str, typer.Option(help=BATCH_HELP)] = "8",
-    dtype: Annotated[DtypeOpt, typer.Option(help=DTYPE_HELP + " bfloat16 is about 2x faster on CPUs with AVX512-BF16.")] = DtypeOpt.float32,
-    device: DeviceOption = "auto",
-    attn_implementation: AttnOption = None,
-    adapter: Annotated[Optional[Path], typer.Option(help="A PEFT LoRA adapter folder saved by training.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub (off by default).")] = False,
-    data_dir: DataDirOption = None,
+    settings: dict,
     field: Annotated[Optional[list[str]], typer.Option(help="Column of file/hf: data, repeatable: question=COL, options=COL (a list, or A,B,C columns), gold=COL; also id, context, subject.")] = None,
-    skip_invalid: Annotated[bool, typer.Option(help="Skip malformed rows (and report how many) instead of failing.")] = False,
-    n_bins: Annotated[int, typer.Option(help="Bins of the calibration metrics.")] = 15,
-    bootstrap: BootstrapOption = 0,
-    temperature_data: Annotated[Optional[str], typer.Option(help="Held-out data spec to fit temperature scaling on; adds '+ts' results.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace results in a non-empty --out folder.")] = False,
-    progress: ProgressOption = True,
-    qa_template: Annotated[str, typer.Option(help="Open questions: qa (SliCK's Q:/A:), chat, or a template file with {question} {subject}.")] = "qa",
-    max_new_tokens: Annotated[int, typer.Option(help="Open questions: answer length cap in tokens (also stops at a newline or EOS).")] = 16,
-    confidence: Annotated[list[ConfidenceOpt], typer.Option(help="Open questions: ptrue and/or verbalized, besides the sequence probability (product and per-token mean) every answer has; repeatable.")] = [ConfidenceOpt.ptrue, ConfidenceOpt.verbalized],
-    correctness: Annotated[CorrectnessOpt, typer.Option(help="Open questions: correctness the calibration uses: em (exact match), f1, judge.")] = CorrectnessOpt.em,
-    f1_threshold: Annotated[float, typer.Option(help="Open questions: an answer is F1-correct when its best token F1 >= this.")] = 0.5,
-    judge: Annotated[Optional[str], typer.Option(help="Open questions: a local causal LM that judges each answer (yes/no).")] = None,
 ) -> None:
     """Evaluate a model's calibration on multiple-choice or short-answer data; writes predictions, metrics, diagram, report."""
-    from ..evaluate import EvalConfig, evaluate
+    from ..evaluate import evaluate
 
-    fields = data_fields(field, [*data, *([temperature_data] if temperature_data else [])])
-    cfg = EvalConfig(model=model, data=list(data), out=str(out), fields=fields, scoring=[s.value for s in scoring], template=template,
-                     shots=shots, exemplars=exemplars.value, limit=limit, seed=seed, shuffle_options=shuffle_options, normalize=normalize,
-                     batch_size=batch_size_value(batch_size), dtype=dtype.value, device=device,
-                     attn_implementation=attn_implementation.value if attn_implementation else None,
-                     adapter=str(adapter) if adapter else None, trust_remote_code=trust_remote_code,
-                     data_dir=str(data_dir) if data_dir else None, skip_invalid=skip_invalid, n_bins=n_bins,
-                     bootstrap=bootstrap, temperature_data=temperature_data, overwrite=overwrite, progress=progress,
-                     qa_template=qa_template, max_new_tokens=max_new_tokens, confidence=[c.value for c in confidence],
-                     correctness=correctness.value, f1_threshold=f1_threshold, judge=judge)
+    cfg = EvalConfig(**settings, fields=data_fields(field, [*settings["data"], *filter(None, [settings["temperature_data"]])]))
     report = evaluate(cfg)  # bad settings or input: one error line (CalibtuneGroup)
     if not _main_process():
         return
@@ -114,56 +68,24 @@ def eval_cmd(
             err.print(Text(f"{m['n_unparsed']} verbalized replies unparsable in {m['data']} ({m['n_missing']} without "
                            f"a number, {m['n_out_of_range']} out of range): left out of that row", style="yellow"))
     out_console = Console(**VERBATIM)
-    out_console.print(metrics_table({k: v for k, v in report["results"].items()},
-                                    title=f"{model} · template {qa_template if report.get('task') == 'open' else template}"
-                                          f" · {shots}-shot"))
+    template = cfg.qa_template if report.get("task") == "open" else cfg.template
+    out_console.print(metrics_table(report["results"], title=f"{cfg.model} · template {template} · {cfg.shots}-shot"))
     secs = ", ".join(f"{k}: {v['seconds']} s ({v['items_per_second']} items/s)" for k, v in report["results"].items()
                      if v.get("items_per_second"))
     out_console.print(f"model load {report['model_load_seconds']} s; scoring {secs}")
 
 
-def probe_cmd(
-    model: Annotated[str, typer.Option(help="The BASE model: smollm2, gemma3-270m, a local HF folder, a .gguf file or a hub id.")] = "smollm2",
-    data: Annotated[str, typer.Option(help="Data spec: openbookqa:train, arc-easy:test, entity-questions/P19:test, ./mine.jsonl ...")] = ...,
-    out: Annotated[Path, typer.Option(help="Output JSONL, one probe record per item (written atomically).")] = ...,
-    scoring: Annotated[ScoringOpt, typer.Option(help="Multiple choice: cloze (option log-likelihood) or letter.")] = ScoringOpt.cloze,
-    normalize: Annotated[str, typer.Option(help="Cloze: 'sum' of token log-probs or per-token 'mean' (as in training/eval).")] = "sum",
-    template: Annotated[str, typer.Option(help="Multiple choice: blob, cft, chat, or a template file.")] = "blob",
-    preset: Annotated[str, typer.Option(help="default (CPU-sized) or slick (the paper's 10 prompts, 4 shots, 16 samples).")] = "default",
-    n_prompts: Annotated[Optional[int], typer.Option(help="Random few-shot prompts per item (default: the preset's).")] = None,
-    shots: Annotated[Optional[int], typer.Option(help="Exemplars per prompt (default: the preset's).")] = None,
-    n_samples: Annotated[Optional[int], typer.Option(help="Open questions: sampled answers per prompt (default: the preset's).")] = None,
-    known_rule: Annotated[KnownRuleOpt, typer.Option(help="known = more prompts right than a random guesser explains (chance, default), any prompt right (not Unknown), a majority, or all.")] = KnownRuleOpt.chance,
-    false_known: Annotated[float, typer.Option(help="The chance rule: at most this share of random guessers is called known.")] = 0.05,
-    exemplars: Annotated[ExemplarsOpt, typer.Option(help="Multiple choice: one seeded exemplar set per prompt index shared by all items (computed once), or a new set per item.")] = ExemplarsOpt.shared,
-    limit: Annotated[Optional[int], typer.Option(help="Seeded random subset of this many items.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for subsampling, exemplars, option orders and sampling.")] = 0,
-    batch_size: Annotated[str, typer.Option(help="Prompts per forward pass / generate call, or auto: the largest from 64 down that fits, halving on out-of-memory.")] = "8",
-    dtype: Annotated[DtypeOpt, typer.Option(help=DTYPE_HELP)] = DtypeOpt.float32,
-    device: DeviceOption = "auto",
-    attn_implementation: AttnOption = None,
-    data_dir: DataDirOption = None,
-    cache: Annotated[bool, typer.Option(help="Reuse an identical earlier probe instead of running the model.")] = True,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Probe cache (default: $CALIBTUNE_CACHE/probes or ~/.cache/calibtune/probes).")] = None,
-    overwrite: OverwriteFileOption = False,
-    progress: ProgressOption = True,
-) -> None:
+@flags_from(ProbeConfig, required=("out",), defaults={"overwrite": False})
+def probe_cmd(settings: dict) -> None:
     """Probe what the base model knows per item (SliCK categories, P_correct, answer NLL) for CogCalib."""
-    from ..probing import ProbeConfig, run_probe, summarize_probe
+    from ..probing import run_probe, summarize_probe
 
-    cfg = ProbeConfig(model=model, data=data, out=str(out), scoring=scoring.value, normalize=normalize,
-                      template=template, preset=preset,
-                      n_prompts=n_prompts, shots=shots, n_samples=n_samples, known_rule=known_rule.value, limit=limit,
-                      false_known=false_known, exemplars=exemplars.value,
-                      seed=seed, batch_size=batch_size_value(batch_size), dtype=dtype.value, device=device,
-                      attn_implementation=attn_implementation.value if attn_implementation else None,
-                      data_dir=str(data_dir) if data_dir else None, cache=cache,
-                      cache_dir=str(cache_dir) if cache_dir else None, progress=progress, overwrite=overwrite)
+    cfg = ProbeConfig(**settings)
     result = run_probe(cfg)  # bad settings or input: one error line (CalibtuneGroup)
     if not _main_process():
         return
-    settings = ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("seed", "dtype"))
-    table = Table(title=f"{model} · {result.data} · {settings}")
+    shown = ", ".join(f"{k} {v}" for k, v in result.settings.items() if k not in ("seed", "dtype"))
+    table = Table(title=f"{cfg.model} · {result.data} · {shown}")
     for name in ("category", "n", "mean P_correct", "mean NLL", "known"):
         table.add_column(name, justify="left" if name == "category" else "right")
     for category, s in summarize_probe(result.records).items():
@@ -173,12 +95,12 @@ def probe_cmd(
         from ..probing import false_known_rate
 
         n = result.settings["n_prompts"]
-        rates = ", ".join(f"K={k}: {false_known_rate(n, k, known_rule.value, false_known):.4f}"
+        rates = ", ".join(f"K={k}: {false_known_rate(n, k, cfg.known_rule, cfg.false_known):.4f}"
                           for k in sorted({len(r.prompts[0]["order"]) for r in result.records if r.prompts}))
-        Console(**VERBATIM).print(f"expected false-known rate of a random guesser ({known_rule.value} rule, "
+        Console(**VERBATIM).print(f"expected false-known rate of a random guesser ({cfg.known_rule} rule, "
                                   f"{n} prompts): {rates}")
     how = "from the cache" if result.cached else "probed"
-    Console(**VERBATIM).print(f"{len(result.records)} items {how} in {result.seconds:.1f} s; wrote {out}")
+    Console(**VERBATIM).print(f"{len(result.records)} items {how} in {result.seconds:.1f} s; wrote {cfg.out}")
 
 
 def train_cmd(

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import load_yaml, validation_problems
+from ..settings import AttnImplementation, Exemplars
 from ..training.arguments import OBJECTIVE_FIELDS, ObjectiveSettings
 
 
@@ -47,7 +48,7 @@ class ProbeSettings(BaseModel):
     shots: int = 1
     known_rule: str = "any"
     false_known: float = 0.05  # the chance rule's rate
-    exemplars: Literal["shared", "per-item"] = "per-item"  # round-1 grids probed with per-item exemplars
+    exemplars: Exemplars = "per-item"  # round-1 grids probed with per-item exemplars
     normalize: Literal["sum", "mean"] | None = None  # cloze probe: None = the grid's own normalize
 
 
@@ -57,7 +58,7 @@ class CompareConfig(BaseModel):
     model: str = "smollm2"
     dtype: str = "float32"  # auto: bfloat16 where the hardware has it, else float32 (calibtune.devices)
     device: str = "auto"  # probing, training and evaluation all run here
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
+    attn_implementation: AttnImplementation | None = None
     batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 8  # probing and evaluation (training: train.training)
     scoring: str = "cloze"
     normalize: str = "mean"

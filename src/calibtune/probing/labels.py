@@ -14,13 +14,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-KnownRule = Literal["chance", "any", "majority", "all"]
-KNOWN_RULES: tuple[str, ...] = ("chance", "any", "majority", "all")
-FALSE_KNOWN_RATE = 0.05  # the chance rule's default: at most this share of random guessers is called known
+from ..settings import FALSE_KNOWN_RATE, KnownRule, choices
+
+KNOWN_RULES: tuple[str, ...] = choices(KnownRule)
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 

@@ -13,8 +13,8 @@ from ..devices import BatchSize
 from ..distributed import score_sharded as score  # scoring.score over this process's shard (accelerate launch)
 from ..prompts import Exemplars, build_requests, get_template
 from ..scoring import ScoringRequest
-from .labels import (FALSE_KNOWN_RATE, KnownRule, ProbeRecord, _seed, binomial_tail, categorize_mc, chance_known,
-                     is_known)
+from ..settings import FALSE_KNOWN_RATE, KnownRule, Scoring
+from .labels import ProbeRecord, _seed, binomial_tail, categorize_mc, chance_known, is_known
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,7 +28,7 @@ def probe_mc(
     pool: Sequence[MCItem] | None,
     n_prompts: int = 4,
     shots: int = 2,
-    scoring: Literal["cloze", "letter"] = "cloze",
+    scoring: Scoring = "cloze",
     normalize: Literal["sum", "mean"] = "sum",
     template: str = "blob",
     known_rule: KnownRule = "chance",

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..data import MCItem, exemplar_pool, load_dataset
-from ..devices import AUTO_MAX_BATCH, BatchSize, parse_batch_size, resolve_dtype, with_batch_backoff
+from ..devices import AUTO_MAX_BATCH, parse_batch_size, resolve_dtype, with_batch_backoff
 from ..distributed import barrier, is_main_process, setup
 from ..io import cache_root, write_jsonl
 from ..models import load_model, resolve_model
-from ..prompts import Exemplars
-from .labels import FALSE_KNOWN_RATE, KNOWN_RULES, KnownRule, ProbeRecord, load_probe
+from ..settings import ProbeConfig
+from .labels import KNOWN_RULES, ProbeRecord, load_probe
 from .mc import probe_mc
 from .open import probe_open
 
@@ -51,39 +51,6 @@ def _model_identity(name: str) -> dict[str, Any]:
 
 def _items_digest(items: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps([dataclasses.asdict(it) for it in items]).encode()).hexdigest()
-
-
-@dataclass
-class ProbeConfig:
-    """Settings of one probing run (``calibtune probe``); ``None`` settings come from ``preset``."""
-
-    model: str
-    data: str
-    out: str | None = None
-    scoring: Literal["cloze", "letter"] = "cloze"
-    normalize: Literal["sum", "mean"] = "sum"  # cloze: use the scoring the model is trained and evaluated with
-    template: str = "blob"
-    preset: str = "default"
-    n_prompts: int | None = None
-    shots: int | None = None
-    n_samples: int | None = None
-    temperature: float = 0.5
-    top_k: int = 40
-    max_new_tokens: int = 16
-    known_rule: KnownRule = "chance"
-    false_known: float = FALSE_KNOWN_RATE  # the chance rule's allowed rate of random guessers called known
-    exemplars: Exemplars = "shared"  # multiple choice: one exemplar set per prompt index, or per item
-    limit: int | None = None
-    seed: int = 0
-    batch_size: BatchSize = 8  # "auto": the largest that fits (calibtune.devices)
-    dtype: str = "float32"
-    device: str = "auto"
-    attn_implementation: str | None = None  # None: transformers' default (sdpa)
-    data_dir: str | None = None
-    cache: bool = True
-    cache_dir: str | None = None  # default: probe_cache_dir()
-    progress: bool = True
-    overwrite: bool = True  # False: refuse an existing ``out`` (``calibtune probe`` without --overwrite)
 
 
 def check_probe_config(cfg: ProbeConfig) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .cloze import ClozeScorer, Normalization, _can_pack
+from ..settings import Scoring
 from .letter import LetterScorer
 from .prefix import PrefixCache, _can_share_prefix, _prefix_groups
 from .requests import (ContextLengthError, Encoded, NonFiniteLogitsError, ScoringRequest, _model_device, _who,
@@ -48,7 +49,7 @@ def check_context(model: PreTrainedModel, requests: Sequence[ScoringRequest], en
 
 
 def make_scorer(
-    scoring: Literal["letter", "cloze"],
+    scoring: Scoring,
     *,
     normalize: Normalization = "sum",
     share_prompt: bool = True,
@@ -67,7 +68,7 @@ def score(
     tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[ScoringRequest],
     *,
-    scoring: Literal["letter", "cloze"] = "letter",
+    scoring: Scoring = "letter",
     batch_size: int = 8,
     normalize: Normalization = "sum",
     share_prompt: bool | None = None,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
 
+from ..settings import Normalization, choices
 from .prefix import PrefixCache
 from .requests import Encoded, ScoringRequest, _common_prefix, _raise_if_nonfinite, _tokenize, _who, left_pad
 
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 _PACKABLE_ATTENTION = ("sdpa", "eager")  # implementations that accept a custom 4D mask
-Normalization = Literal["sum", "mean", "char", "byte", "pmi"]
-NORMALIZATIONS: tuple[str, ...] = ("sum", "mean", "char", "byte", "pmi")  # cloze option scores, see ClozeScorer
+NORMALIZATIONS: tuple[str, ...] = choices(Normalization)  # cloze option scores, see ClozeScorer
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from transformers import TrainingArguments
 
 from ..config import validation_problems
+from ..settings import Normalization, Scoring
 
 
 @dataclass
@@ -34,9 +35,9 @@ class CalibrationTrainingArguments(TrainingArguments):
     objective: str = field(default="ce", metadata={"help": "ce, ls, mbls, ecp, focal, sft, cogcalib, rcft ... "
                                                            "(calibtune.objectives.OBJECTIVES)."})
     objective_params: dict[str, Any] = field(default_factory=dict, metadata={"help": "Parameters of the objective."})
-    scoring: Literal["letter", "cloze"] = field(
+    scoring: Scoring = field(
         default="cloze", metadata={"help": "letter or cloze: which option distribution is trained."})
-    normalize: Literal["sum", "mean", "char", "byte", "pmi"] = field(
+    normalize: Normalization = field(
         default="sum", metadata={"help": "Cloze: how an option's token log-probs make its score."})
     known_source: Literal["none", "probe", "nll"] = field(
         default="none", metadata={"help": "CogCalib known indicator: probe labels or online NLL threshold."})

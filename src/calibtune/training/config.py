@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from ..devices import cpu_has_native_bf16, native_bf16, notice, resolve_device
 from ..objectives import get_objective
 from ..config import load_yaml, validation_problems
+from ..settings import AttnImplementation, Dtype
 from .arguments import CALIBRATION_FIELDS, CalibrationSettings, CalibrationTrainingArguments
 from .checkpoints import last_checkpoint
 
@@ -32,9 +33,9 @@ class TrainConfig(CalibrationSettings):
     calibration settings (objective, scoring, known indicator ...) are ``CalibrationTrainingArguments``'."""
 
     model: str = "smollm2"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     device: str = Field("auto", description="auto, cpu, cuda or mps; under accelerate launch each process takes its own GPU")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+    attn_implementation: AttnImplementation | None = Field(
         None, description="None: transformers' default (sdpa); cloze rows are unpacked when it takes no 4D mask")
     batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
         None, description="per-device train batch (training.per_device_train_batch_size); auto: the Trainer's "
