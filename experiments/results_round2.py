@@ -257,11 +257,11 @@ def section() -> list[str]:
            "cloze per-token mean; held-out curve every 25 steps on 200 items split by the held-out probe (5 prompts",
            "× 2 shared shots, chance-aware known rule). The strength grid and the study grid ran in bf16 autocast on",
            "avx512_bf16 CPUs (an earlier fp32 run of the study's seed 0, on an AVX2-only CPU, is in the git history);",
-           "test sets of 500 items. Caveat of this round's study cells: the trained models (sft, cols, their",
-           "early-stopped weights) were scored in memory still inside Accelerate's bf16-autocast wrapper, while base",
-           "and ts load their weights afresh in fp32 (found and fixed after the run: `run_training(keep_model=True)`",
-           "now unwraps). TS cannot change accuracy, so ts − sft accuracy (+0.5 points pooled on ARC-Easy) is the size",
-           "of that difference; sft vs cols are scored alike.", ""]
+           "test sets of 500 items. Scoring is fp32 for every cell: training kept its models inside Accelerate's",
+           "bf16-autocast wrapper, so the trained cells (sft, cols, their early-stopped weights) were first scored in",
+           "bf16 autocast; after the fix (`run_training(keep_model=True)` unwraps) they were scored again in fp32 from",
+           "their saved adapters (`calibtune compare --config experiments/study.yaml --rescore`), as base and ts are.",
+           "The held-out curves were recorded during training, in its bf16 autocast.", ""]
     out += ["## Claim (a): does known data drive overconfidence? (SFT's held-out curves)", ""]
     out += claim_a("strength") + [""]
     out += ["## Competence map", ""] + _include(RESULTS / "competence" / "competence.md") + [""]
