@@ -54,7 +54,8 @@ items = json.load(open(requests_file))
 model, tok = load_model(model_dir, dtype="float32", device="cpu")
 requests = [ScoringRequest(it["prompt"], it["choices"]) for it in items]
 t0 = time.perf_counter()
-out = score(model, tok, requests, scoring="cloze", normalize="sum", batch_size=batch_size, progress=False)
+out = score(model, tok, requests, scoring="cloze", normalize="sum", batch_size=batch_size, log_softmax=False,
+            progress=False)
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "loglik": [float(v) for row in out for v in row],
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "threads": torch.get_num_threads()}))

@@ -13,7 +13,13 @@ reported. Variants, each through ``Trainer.train``:
 * ``calibtune-ce``: ``CalibrationTrainer`` with CE on the option distribution (all K options, packed);
 * ``calibtune-cogcalib``: CoLS with the online NLL indicator (refit every step: the worst case);
 * ``calibtune-rcft``: RCFT with its E-step over the training set every epoch, amortised: the epoch is
-  the ``--items`` items, so the E-step's cost is spread over ``items / 8`` steps.
+  the ``--items`` items, so the E-step's cost is spread over ``items / 8`` steps;
+* ``calibtune-ce-attn``: CE with LoRA on the attention projections only (``lora.targets: [q_proj,
+  k_proj, v_proj, o_proj]``) instead of every linear layer — the same objective, fewer trained modules;
+* ``calibtune-ce-compile``: CE with ``torch_compile: true`` (the Trainer compiles the model with
+  inductor; the warm-up step holds the compilation and is not timed).
+
+``--variants`` picks which run (default: all), in the order given.
 
 Prints a Markdown table with the ratios to ``trainer-sft``, the CPU flags and the load average.
 """
@@ -43,11 +49,17 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._t0)
 
 
+VARIANTS = ("trainer-sft", "calibtune-ce", "calibtune-cogcalib", "calibtune-rcft", "calibtune-ce-attn",
+            "calibtune-ce-compile")
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--items", type=int, default=48)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = parser.parse_args()
 
     from calibtune.data import load_dataset
@@ -62,7 +74,7 @@ def main() -> None:
 
     def run(kind: str) -> list[float]:
         model, tok = load_model("smollm2")
-        model = lora_model(model)
+        model = lora_model(model, targets=ATTENTION if kind == "calibtune-ce-attn" else "all-linear")
         timer = StepTimer()
         template = get_template("blob", tok)
         if kind == "trainer-sft":
@@ -84,11 +96,12 @@ def main() -> None:
             trainer = Trainer(model=model, args=TrainingArguments(**common, remove_unused_columns=False),
                               train_dataset=rows, data_collator=collate, callbacks=[timer])
         else:
-            objective = {"calibtune-ce": ("ce", {}), "calibtune-cogcalib": ("cogcalib", {"alpha": 0.15}),
-                         "calibtune-rcft": ("rcft", {})}[kind]
+            objective = {"calibtune-cogcalib": ("cogcalib", {"alpha": 0.15}), "calibtune-rcft": ("rcft", {})}.get(
+                kind, ("ce", {}))
             extra = {"known_source": "nll", "refit_every": 1} if kind == "calibtune-cogcalib" else {}
             targs = CalibrationTrainingArguments(**common, objective=objective[0], objective_params=objective[1],
-                                                 scoring="cloze", normalize="mean", **extra)
+                                                 scoring="cloze", normalize="mean",
+                                                 torch_compile=kind == "calibtune-ce-compile", **extra)
             known = {it.id: i % 2 == 0 for i, it in enumerate(items)} if extra else None
             dataset = build_dataset(items, tok, template, "cloze", known=known, normalize="mean")
             trainer = CalibrationTrainer(model=model, args=targs, train_dataset=dataset, processing_class=tok,
@@ -100,15 +113,15 @@ def main() -> None:
         return steps, total
 
     results = {}
-    for kind in ("trainer-sft", "calibtune-ce", "calibtune-cogcalib", "calibtune-rcft"):
+    for kind in args.variants:
         steps, total = run(kind)
         results[kind] = (statistics.median(steps), total)
         print(f"{kind}: median step {results[kind][0]:.2f} s, train() {total:.1f} s", flush=True)
     flags = open("/proc/cpuinfo").read()
     print(f"\n{os.cpu_count()} cores, avx2={'avx2' in flags}, avx512_bf16={'avx512_bf16' in flags}, "
           f"bf16 autocast={args.bf16}, load average {os.getloadavg()}")
-    ref = results["trainer-sft"][0]
-    print("| step | median (s) | × plain Trainer SFT step | train() incl. E-step (s) |\n|---|---|---|---|")
+    ref = results[args.variants[0]][0]
+    print(f"| step | median (s) | × {args.variants[0]} step | train() incl. E-step (s) |\n|---|---|---|---|")
     for kind, (median, total) in results.items():
         print(f"| {kind} | {median:.2f} | {median / ref:.2f}× | {total:.1f} |")
 

@@ -160,7 +160,7 @@ EVAL_CASES: list[tuple[str, Build, str]] = [
     ("shots-negative", lambda c: ["--shots", "-1"], "--shots must be a number >= 0, got -1"),
     ("limit-0", lambda c: ["--limit", "0"], "--limit must be a number >= 1, got 0"),
     ("bootstrap-negative", lambda c: ["--bootstrap", "-5"], "--bootstrap must be a number >= 0, got -5"),
-    ("normalize", lambda c: ["--normalize", "median"], "--normalize must be one of sum, mean"),
+    ("normalize", lambda c: ["--normalize", "median"], "'--normalize': Value error, 'median' is not one of 'sum', 'mean'"),
     ("adapter-missing", lambda c: ["--adapter", c.tmp / "nope"], "nope: no such folder"),
     ("adapter-not-peft", lambda c: ["--adapter", c.tmp], "not a PEFT adapter folder (no adapter_config.json)"),
     ("template-missing", lambda c: ["--template", c.tmp / "t.txt"], "unknown template"),
