@@ -57,30 +57,23 @@ def _batch_size(value: str | None) -> Any:
     return None if value is None else parse_batch_size(value)
 
 
-def _flag_type(hint: Any) -> tuple[Any, Callable[[Any], Any]]:
-    """The type typer parses a field's flag as, and how its value becomes the field's value."""
+def _flag_type(hint: Any) -> tuple[Any, Callable[[Any], Any], Callable[[Any], Any]]:
+    """The type typer parses a field's flag as, how a flag's value becomes the field's value, and how the
+    field's default becomes the flag's (enum members for choices, text for a batch size)."""
     if hint == BatchSize:
-        return str, _batch_size
+        return str, _batch_size, str
     optional = get_origin(hint) in (typing.Union, type(int | None)) and type(None) in get_args(hint)
     inner = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+    as_flag: Callable[[Any], Any] = lambda default: default
     if get_origin(inner) is Literal:
-        inner = choice_enum(inner)
+        inner = enum = choice_enum(inner)
+        as_flag = lambda default: None if default is None else enum(default)
     elif get_origin(inner) is list and get_origin(get_args(inner)[0]) is Literal:
-        inner = list[choice_enum(get_args(inner)[0])]
+        enum = choice_enum(get_args(inner)[0])
+        inner, as_flag = list[enum], lambda default: [enum(d) for d in default]
     elif inner not in (str, int, float, bool, list[str]):
         raise TypeError(f"no command-line flag for a setting of type {hint!r}: exclude it and declare it by hand")
-    return (Optional[inner] if optional else inner), _value
-
-
-def _flag_default(default: Any, kind: Any) -> Any:
-    """The default as typer shows and parses it: enum members for choices, text for a batch size."""
-    if kind is str and isinstance(default, int):
-        return str(default)
-    enum = get_args(kind)[0] if get_origin(kind) is list else next(
-        (a for a in get_args(kind) if isinstance(a, type) and issubclass(a, Enum)), kind)
-    if isinstance(enum, type) and issubclass(enum, Enum) and default is not None:
-        return [enum(d) for d in default] if isinstance(default, list) else enum(default)
-    return default
+    return (Optional[inner] if optional else inner), _value, as_flag
 
 
 def flags_from(config: type, *, exclude: tuple[str, ...] = (), required: tuple[str, ...] = (),
@@ -95,7 +88,7 @@ def flags_from(config: type, *, exclude: tuple[str, ...] = (), required: tuple[s
         own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
         params, convert = [], {}
         for f in fields:
-            kind, convert[f.name] = _flag_type(hints[f.name])
+            kind, convert[f.name], as_flag = _flag_type(hints[f.name])
             if f.name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
                 default: Any = ...
             elif f.name in (defaults or {}):
@@ -104,7 +97,7 @@ def flags_from(config: type, *, exclude: tuple[str, ...] = (), required: tuple[s
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             params.append(inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, typer.Option(help=f.metadata["help"])],
-                default=default if default is ... else _flag_default(default, kind)))
+                default=default if default is ... else as_flag(default)))
         params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
 
         @functools.wraps(command)
