@@ -184,9 +184,11 @@ def run_cell(cfg: StudyConfig, task: Task, mix: Mix | None, method: Method, seed
     return record
 
 
-def write_summary(out: Path, records: list[dict[str, Any]]) -> Path:
+def write_summary(out: Path) -> Path:
+    """``summary.csv`` of every finished cell under ``out`` (also those of an earlier run or another task)."""
     rows = []
-    for rec in records:
+    for done in sorted(out.glob("*/seed*/*/cell.json")):
+        rec = json.loads(done.read_text())
         for model, figures in rec["models"].items():
             rows.append({**{k: rec.get(k) for k in SUMMARY_COLUMNS}, "model": model, **figures})
     path = out / "summary.csv"
@@ -230,9 +232,10 @@ def main() -> None:
                     if method.objective is None and seed != cfg.seeds[0]:
                         continue  # the base model does not depend on the seed
                     finished.append(run_cell(cfg, task, mix, method, seed, paths, records))
+                    write_summary(out)
                     print(f"{task.name}/seed{seed}/{mix.name + '-' if mix else ''}{method.name}: done")
     if finished:
-        print(f"wrote {write_summary(out, finished)}")
+        print(f"wrote {write_summary(out)}")
 
 
 if __name__ == "__main__":
