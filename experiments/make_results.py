@@ -1,7 +1,8 @@
 """Build experiments/RESULTS.md (tables and figures) from the studies' summary.csv and predictions.
 
 Usage: .venv/bin/python experiments/make_results.py
-Round 2 (issue 10, experiments/results_round2.py) comes first; round 1 follows, unchanged.
+Round 2 (issue 10, experiments/results_round2.py) comes first, then open-ended QA (issue 13,
+experiments/results_open_qa.py); round 1 follows, unchanged.
 Reads experiments/results/{cogcalib,cogcalib_alpha,cft}/summary.csv (+ per-cell predictions) and experiments/results/ratio/.
 Numbers are means over the seeds that finished; every cell's raw row stays in summary.csv.
 """
@@ -24,6 +25,7 @@ from calibtune.metrics import reliability_bins  # noqa: E402
 from calibtune.predictions import read_predictions  # noqa: E402
 from calibtune.reports import reliability_grid, save_figure  # noqa: E402
 
+import results_open_qa
 import results_round2
 
 ROOT = Path(__file__).resolve().parent
@@ -208,7 +210,7 @@ def ratio_section() -> list[str]:
 def main() -> None:
     FIGS.mkdir(parents=True, exist_ok=True)
     intro = (ROOT / "RESULTS.intro.md").read_text() if (ROOT / "RESULTS.intro.md").exists() else ""
-    lines = [*results_round2.section(), "---", "",
+    lines = [*results_round2.section(), "---", "", *results_open_qa.section(), "---", "",
              "*Round 1 below, kept as it was: tasks at chance for the 135M model, one epoch of training.*", "",
              intro, "## Methods on four tasks (in-domain) and OpenBookQA → MMLU (out of domain)", "",
              *cogcalib_section(),

@@ -29,7 +29,13 @@ from calibtune.open_eval import (
     verbalized_confidence,
 )
 from calibtune.open_prompts import JUDGE_PROMPT, QATemplate, get_qa_template, judge_prompt
-from calibtune.training.open import OpenCollator, OpenTrainer, build_open_dataset, token_losses
+from calibtune.training.open import (
+    OpenCollator,
+    OpenTrainer,
+    build_open_dataset,
+    check_open_objective,
+    token_losses,
+)
 from calibtune.predictions import read_predictions
 from calibtune.training import CalibrationTrainingArguments, TrainConfig, run_training
 
@@ -331,9 +337,61 @@ def test_train_on_open_questions_with_online_threshold(tmp_path: Path, tiny_mode
     assert [c["step"] for c in curve] == [0, 2, 3]
     assert {"heldout_accuracy", "heldout_ece", "heldout_confidence", "heldout_known_n"} <= set(curve[0])
     assert (tmp_path / "run" / "curve.csv").is_file()
-    bad = cfg.model_copy(update={"objective": "rcft", "objective_params": {}, "known_source": "none"})
+    rcft = cfg.model_copy(update={"objective": "rcft", "objective_params": {"n_bins": 5}, "known_source": "none",
+                                  "estep": "epoch", "training": {**cfg.training, "num_train_epochs": 2,
+                                                                 "max_steps": -1,
+                                                                 "output_dir": str(tmp_path / "rcft")}})
+    summary = run_training(rcft, progress=False)
+    assert summary["steps"] == 4  # 2 epochs of 2 batches, an E-step before each
+    assert [e["epoch"] for e in summary["e_steps"]] == [0, 1]
+    assert all(sum(e["bin_count"]) == 6 for e in summary["e_steps"])
+
+
+def test_open_rcft_e_step_bins_own_answers_and_loss(tmp_path: Path, tokenizer) -> None:
+    """RCFT on free-form answers: the E-step bins the greedy answers' sequence probabilities by exact match,
+    and the loss is the answer tokens' CE plus λ·(c − acc_b)² / N_b on the probability of the model's own
+    answer, each against a direct computation (unpadded forwards, numpy bins).
+
+    A bigram model answers " Paris" to every prompt (p ≈ 0.9, then a sure newline): right for one item of
+    three, so the ECE term is far from 0 and the test sees it."""
+    tok = tokenizer
+    dataset = build_open_dataset(ITEMS, tok, QA)
+    last, paris, newline = dataset.examples[0].prompt_ids[-1], _one_token(tok, " Paris"), _one_token(tok, "\n")
+    assert {ex.prompt_ids[-1] for ex in dataset.examples} == {last}
+    model = bigram_model({last: paris, paris: newline})
+    with torch.no_grad():  # logit 8·w for " Paris" after the prompt: p = 0.9 against the other V − 1 tokens
+        model.lm_head.weight[paris, 0] = math.log((model.config.vocab_size - 1) * 9) / 8
+    args = CalibrationTrainingArguments(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True,
+                                        objective="rcft", objective_params={"n_bins": 4, "ece_weight": 2.0})
+    trainer = OpenTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, max_new_tokens=4)
+    trainer.e_step(model)
+    gens = [generate_answers(model, tok, [QA.prompt(it)], max_new_tokens=4, progress=False)[0] for it in ITEMS]
+    def logprobs(prompt_ids: list[int], continuation: list[int]) -> list[float]:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt_ids + continuation])).logits[0].double(), -1)
+        return [float(logp[len(prompt_ids) - 1 + t, token]) for t, token in enumerate(continuation)]
+
+    conf = np.array([math.exp(sum(logprobs(ex.prompt_ids, list(g.token_ids))))
+                     for ex, g in zip(dataset.examples, gens)])
+    np.testing.assert_allclose(conf, [sequence_confidences(g)["seq_prob"] for g in gens], rtol=1e-4)
+    correct = np.array([exact_match(g.text, it.answers) for g, it in zip(gens, ITEMS)], dtype=float)
+    assert [g.text for g in gens] == ["Paris"] * 3 and correct.tolist() == [0, 1, 0]
+    assert 0.85 < conf[0] < 0.95
+    bins = np.minimum((conf * 4).astype(int), 3)
+    count = np.bincount(bins, minlength=4)
+    acc = np.array([correct[bins == b].mean() if count[b] else 0.0 for b in range(4)])
+    np.testing.assert_allclose(trainer.bins["bin_count"].numpy(), count)
+    np.testing.assert_allclose(trainer.bins["bin_accuracy"].numpy(), acc)
+    assert trainer.data_collator.predictions == {i: list(g.token_ids) for i, g in enumerate(gens)}
     with pytest.raises(ValueError, match="not available for open questions"):
-        run_training(bad, progress=False)
+        check_open_objective("made-up")
+
+    batch = trainer.data_collator([dataset[i] for i in range(len(ITEMS))])
+    n_tokens = int((batch["labels"] != -100).sum())
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=n_tokens)  # eval mode: no dropout either way
+    ce = -sum(sum(logprobs(ex.prompt_ids, ex.answer_ids)) for ex in dataset.examples)
+    ece = np.mean([(c - acc[b]) ** 2 / count[b] for c, b in zip(conf, bins)])
+    assert loss.item() == pytest.approx(ce / n_tokens + 2.0 * ece, rel=1e-4)
 
 
 # ------------------------------------------------------------------ calibtune eval

@@ -15,7 +15,7 @@ from .ecp import ECPConfig
 from .focal import FocalConfig
 from .label_smoothing import LabelSmoothingConfig
 from .mbls import MbLSConfig
-from .rcft import RCFTConfig, e_step, rcft_code
+from .rcft import RCFTConfig, e_step, rcft_code, sequence_ece_term
 from .registry import OBJECTIVES, PRESETS, get_objective, register_objective
 from .sft import SFTConfig
 from .youden import Threshold, youden_threshold
@@ -23,5 +23,5 @@ from .youden import Threshold, youden_threshold
 __all__ = [
     "OBJECTIVES", "PRESETS", "CEConfig", "CogCalibConfig", "ECPConfig", "FocalConfig", "LabelSmoothingConfig",
     "MbLSConfig", "Objective", "RCFTConfig", "SFTConfig", "Threshold", "e_step", "get_objective", "option_log_probs",
-    "per_sample_nll", "rcft_code", "register_objective", "youden_threshold",
+    "per_sample_nll", "rcft_code", "register_objective", "sequence_ece_term", "youden_threshold",
 ]

@@ -134,6 +134,32 @@ def ece_term(scores: Tensor, mask: Tensor, bin_accuracy: Tensor, bin_count: Tens
     return torch.where(active, squared / count.clamp(min=1.0), torch.zeros_like(squared))
 
 
+def sequence_ece_term(confidence: Tensor, bin_accuracy: Tensor, bin_count: Tensor, n_bins: int = 10,
+                      include_top_bin: bool = True) -> Tensor:
+    r"""RCFT's ECE term on sequence confidences (open questions): :math:`e_i = (c_i - \mathrm{acc}_b)^2 / N_b`.
+
+    :math:`c_i` is the probability of the item's own generated answer (differentiable), :math:`b = b(c_i)`
+    its bin (:func:`bin_index`) and :math:`\mathrm{acc}_b`, :math:`N_b` the E-step's exact-match accuracy
+    and count over the training set's generated answers. There are no non-max targets: the alternatives
+    to a generated answer cannot be enumerated. Float64, shape ``(B,)``; 0 in an empty (or skipped top) bin.
+
+    Example:
+        >>> acc, count = torch.tensor([0.0, 0.5]), torch.tensor([2, 4])
+        >>> sequence_ece_term(torch.tensor([0.8, 0.2]), acc, count, n_bins=2)
+        tensor([0.0225, 0.0200], dtype=torch.float64)
+    """
+    _check_n_bins("rcft", n_bins)
+    _check_state(n_bins, bin_accuracy, bin_count)
+    c = confidence.double()
+    b = bin_index(c, n_bins)
+    acc = bin_accuracy.to(device=c.device, dtype=torch.float64)[b]
+    count = bin_count.to(device=c.device, dtype=torch.float64)[b]
+    active = count > 0
+    if not include_top_bin:
+        active = active & (b < n_bins - 1)
+    return torch.where(active, (c - acc) ** 2 / count.clamp(min=1.0), torch.zeros_like(c))
+
+
 def loss(scores: Tensor, labels: Tensor, *, bin_accuracy: Tensor, bin_count: Tensor, sft_weight: float = 1.0,
          ece_weight: float = 1.0, n_bins: int = 10, include_top_bin: bool = True,
          detach_targets: bool = True) -> Tensor:
